@@ -1,0 +1,13 @@
+r"""cifar10 classification with asym label noise.
+
+    python main.py --config=configs/cifar10_asym.py --workdir=WORKDIR
+    python main.py --config=configs/cifar10_asym.py:method=ce,rate=0.4,seed=1 --workdir=WORKDIR
+
+Arguments after the colon: see `configs.common.classification_config`.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.classification_config("cifar10", "asym", arg)

@@ -1,0 +1,209 @@
+"""Shared defaults and argument parsing for all experiment configs.
+
+Every config file is `get_config(arg)`; `arg` is the part after the colon in
+`--config=configs/mnist_sym.py:method=ce,rate=0.4` (comma-separated key=value
+pairs). Values are typed from the defaults of the file (`parse_arg`), and an
+unknown key is an error that lists the allowed ones. Single values can be
+overridden afterwards on the command line with `--config.optim.learning_rate=0.1`
+(the config is locked, so a misspelt key is an error too).
+
+Config reference (classification task, `task="classify"`):
+
+  seed                 global seed: parameters, noisy labels, data order.
+  method               training loss; "ce" (cross-entropy) for now.
+  dataset.name         mnist | fashion_mnist | cifar10 | cifar100 | cifar10_n |
+                       cifar100_n | gmm2d.
+  dataset.source       tfds (TFDS builders) | idx (raw MNIST archives) |
+                       npz (arrays) | gmm (synthetic 2-D mixture).
+  dataset.data_dir     TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  dataset.manual_dir   folder with manually downloaded archives (offline preparation).
+  dataset.download     let TFDS download when the data is not prepared (needs internet).
+  dataset.path         npz file or folder of idx archives.
+  dataset.cifar_n_dir  folder with the CIFAR-N authors' label files.
+  dataset.train_subset use only the first n training examples (0: all).
+  dataset.val_fraction fraction of the train set held out as a (noisy) validation set.
+  dataset.seed         seed of the synthetic data (gmm2d), fixed across runs.
+  noise.kind           none | sym | asym | cifar_n.
+  noise.rate           noise rate r in [0, 1).
+  noise.convention     sgn (symmetric includes the true class, CIFAR-100 asym
+                       (i+1) mod 100) | tdsm (other classes only, within superclass).
+  noise.label_set      CIFAR-N label set: aggre | random1 | random2 | random3 | worse
+                       (CIFAR-10N), noisy (CIFAR-100N).
+  model.name           cnn | wrn | mlp, with its keyword arguments in `model`.
+  input.*              normalisation mean/std and on-device augmentation
+                       (crop_padding: pad-and-random-crop; flip: horizontal flips).
+  optim.*              SGD with (Nesterov) momentum, constant learning rate, L2
+                       penalty weight_decay * sum(w^2) on all weights.
+  batch_size           global batch size (divisible by the number of devices).
+  num_epochs           training length in epochs (steps_per_epoch = n_train // batch).
+  ema_decay            decay of the EMA network evaluated beside the net.
+  eval_batch_size      global evaluation batch size.
+  log_every_steps, checkpoint_every_steps, keep_checkpoints, stop_after_steps.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+# Per-dataset facts used by configs (not data: these select defaults).
+NUM_CLASSES = {
+    "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+    "cifar10_n": 10, "cifar100_n": 100, "gmm2d": 4,
+}
+# Per-channel normalisation. SGN normalises CIFAR-100 with CIFAR-10's statistics.
+_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": _CIFAR10_MEAN_STD,
+    "cifar100": _CIFAR10_MEAN_STD,
+    "cifar10_n": _CIFAR10_MEAN_STD,
+    "cifar100_n": _CIFAR10_MEAN_STD,
+    "gmm2d": ((0.0, 0.0), (1.0, 1.0)),
+}
+
+
+def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections.ConfigDict:
+  """Parses `key=value,key=value` into a ConfigDict typed from `defaults`.
+
+  Values are converted to the type of the default (bools accept
+  true/false/1/0/yes/no, None-defaults take Python literals or strings). A key
+  not in `defaults` raises ValueError naming it and the allowed keys, unless
+  `lazy` is set (then it is kept as a string/literal).
+  """
+  result = ml_collections.ConfigDict(dict(defaults))
+  if not arg:
+    return result
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    if "=" not in item:
+      raise ValueError(
+          f"config argument {item!r} is not of the form key=value; "
+          f"allowed keys: {sorted(defaults)}")
+    key, value = (s.strip() for s in item.split("=", 1))
+    if key not in defaults and not lazy:
+      raise ValueError(
+          f"unknown config argument {key!r}; allowed keys: {sorted(defaults)}")
+    result[key] = _convert(key, value, defaults.get(key))
+  return result
+
+
+def _convert(key: str, value: str, default):
+  if isinstance(default, bool):
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+      return True
+    if lowered in ("0", "false", "no", "n", "off"):
+      return False
+    raise ValueError(f"config argument {key}={value!r} is not a boolean")
+  if isinstance(default, (int, float)):
+    try:
+      number = float(value)
+    except ValueError:
+      raise ValueError(
+          f"config argument {key}={value!r} is not a number "
+          f"(default {default!r})") from None
+    if isinstance(default, float):
+      return number
+    if not number.is_integer():
+      raise ValueError(f"config argument {key}={value!r} is not an integer")
+    return int(number)
+  if isinstance(default, str):
+    return value
+  try:
+    return ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
+
+
+def classification_config(dataset: str, noise_kind: str, arg: str | None,
+                          **arg_defaults) -> ml_collections.ConfigDict:
+  """The classification config for `dataset` under `noise_kind` label noise.
+
+  Arguments accepted in `arg`: method, rate, seed, epochs, subset, source,
+  convention, label_set (CIFAR-N). `arg_defaults` changes their defaults (a
+  config file's own choices; the command line still wins).
+  """
+  is_image_small = dataset in ("mnist", "fashion_mnist")
+  is_cifar = dataset.startswith("cifar")
+  default_rate = {"none": 0.0, "sym": 0.4, "asym": 0.4, "cifar_n": 0.0}[noise_kind]
+  defaults = dict(
+      method="ce",
+      rate=default_rate,
+      seed=0,
+      epochs=3 if is_image_small else (600 if is_cifar else 200),
+      subset=0,
+      source="tfds" if dataset != "gmm2d" else "gmm",
+      # SGN's convention for CIFAR; TDSM's (flip to another class) elsewhere.
+      convention="sgn" if is_cifar else "tdsm",
+      label_set="worse" if dataset == "cifar10_n" else ("noisy" if dataset == "cifar100_n" else ""),
+  )
+  unknown = set(arg_defaults) - set(defaults)
+  if unknown:
+    raise ValueError(f"unknown argument defaults {sorted(unknown)}; allowed: {sorted(defaults)}")
+  defaults.update(arg_defaults)
+  args = parse_arg(arg, **defaults)
+
+  config = ml_collections.ConfigDict()
+  config.task = "classify"
+  config.seed = args.seed
+  config.method = args.method
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = dataset
+  config.dataset.source = args.source
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.download = False
+  config.dataset.path = ml_collections.config_dict.placeholder(str)
+  config.dataset.cifar_n_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.train_subset = args.subset
+  config.dataset.val_fraction = 0.1 if is_cifar else 0.0
+  config.dataset.seed = 0  # seed of synthetic data (gmm2d); the run's seed is `seed`
+  config.dataset.gmm = ml_collections.ConfigDict(dict(
+      num_classes=NUM_CLASSES["gmm2d"], num_train=20_000, num_test=4_000))
+
+  config.noise = ml_collections.ConfigDict()
+  config.noise.kind = noise_kind
+  config.noise.rate = args.rate
+  config.noise.convention = args.convention
+  config.noise.label_set = args.label_set
+
+  config.num_classes = NUM_CLASSES[dataset]
+  config.model = ml_collections.ConfigDict()
+  if is_cifar:
+    config.model.name = "wrn"
+    config.model.depth = 28
+    config.model.width = 2
+  elif dataset == "gmm2d":
+    config.model.name = "mlp"
+    config.model.hidden = (128, 128)
+  else:
+    config.model.name = "cnn"
+
+  mean, std = NORMALIZATION[dataset]
+  config.input = ml_collections.ConfigDict()
+  config.input.mean = mean
+  config.input.std = std
+  config.input.crop_padding = 2 if is_cifar else 0
+  config.input.flip = is_cifar
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 0.01
+  config.optim.momentum = 0.9
+  config.optim.nesterov = True
+  config.optim.weight_decay = 2.5e-4
+
+  config.batch_size = 128
+  config.num_epochs = args.epochs
+  config.ema_decay = 0.9999
+  config.eval_batch_size = 1000
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 3
+  config.stop_after_steps = 0  # >0: save and stop this run after so many steps.
+  return config

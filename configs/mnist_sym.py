@@ -1,0 +1,13 @@
+r"""mnist classification with sym label noise.
+
+    python main.py --config=configs/mnist_sym.py --workdir=WORKDIR
+    python main.py --config=configs/mnist_sym.py:method=ce,rate=0.4,seed=1 --workdir=WORKDIR
+
+Arguments after the colon: see `configs.common.classification_config`.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.classification_config("mnist", "sym", arg)

@@ -1,0 +1,66 @@
+r"""Entry point: `python main.py --config=configs/<file>.py[:args] --workdir=DIR`.
+
+Initialises multi-process JAX when the environment asks for it (see
+`sgn_jax.training.distributed`), writes the resolved config to
+WORKDIR/config.json and runs the task named by `config.task`:
+
+  classify   sgn_jax.classification.train_and_evaluate
+
+Each run writes its final metrics to WORKDIR/metrics.json and TensorBoard
+summaries under WORKDIR. Override single values with `--config.key=value`.
+"""
+
+import logging as logging_std
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+from ml_collections import config_flags
+
+from sgn_jax.training import distributed
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with arguments: configs/x.py:key=value,...",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _train_and_evaluate(task: str):
+  """The `train_and_evaluate(config, workdir)` of `task` (imported lazily)."""
+  if task == "classify":
+    from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+    return classification.train_and_evaluate
+  raise ValueError(f"config.task={task!r} is not known; allowed: ['classify']")
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax and absl internals; warnings still pass."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or not any(
+        part in record.pathname for part in ("/orbax/", "/etils/", "/clu/"))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  distributed.maybe_initialize()
+  import jax  # pylint: disable=g-import-not-at-top
+  distributed.log_topology()
+  config = FLAGS.config
+  train_and_evaluate = _train_and_evaluate(config.task)
+  workdir = FLAGS.workdir
+  if jax.process_index() == 0:  # workdir may be local or gs://
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (epath.Path(workdir) / "config.json").write_text(
+        config.to_json_best_effort(indent=2, sort_keys=True))
+  logging.info("config:\n%s", config)
+  train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,121 @@
+"""Device-resident data: in-memory datasets kept on the accelerators.
+
+A dataset that fits in memory (MNIST, CIFAR) is placed on the devices ONCE, its
+rows split over the mesh's data axis (each device holds 1/D of the rows; each
+host creates only the shards of its own devices, from its own copy). Every step
+then draws its batch inside the jitted train step:
+
+* the order of epoch e is `jax.random.permutation(fold_in(data_key, e), n)`,
+  a function of the seed and the epoch only, so the data position is restored
+  from the step alone, and the batch is the same for any device count;
+* `gather_rows` collects the batch's rows from the row shards: each device
+  looks up the indices it owns, and a `psum_scatter` over the data axis hands
+  every device its slice of the batch (B/D rows), never the whole table;
+* pad-and-random-crop and horizontal flips run on the device, per example,
+  with keys split from the step key.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sgn_jax.training.mesh import DATA_AXIS
+
+
+def put_table(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Places a host array on the devices, rows split over the data axis.
+
+  The row count is zero-padded to a multiple of the data-axis size; callers
+  keep the true count. Every process passes its full copy; each creates only
+  the shards of its addressable devices.
+  """
+  array = np.asarray(array)
+  shards = mesh.shape[DATA_AXIS]
+  padded_rows = -(-array.shape[0] // shards) * shards
+  if padded_rows != array.shape[0]:
+    pad = np.zeros((padded_rows - array.shape[0],) + array.shape[1:], array.dtype)
+    array = np.concatenate([array, pad])
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def gather_rows(table: jax.Array, indices: jax.Array, mesh: Mesh) -> jax.Array:
+  """table[indices] for a row-sharded table; the result is sharded over the batch.
+
+  `indices` (B,) is the same on every device (B divisible by the data-axis
+  size). Each device gathers the rows it owns (zeros elsewhere) and
+  `psum_scatter` sums exactly one non-zero contribution per row and scatters
+  the batch, so the result equals a plain gather bit for bit.
+  """
+  def local(table_shard, idx):
+    rows_per_shard = table_shard.shape[0]
+    local_idx = idx - jax.lax.axis_index(DATA_AXIS) * rows_per_shard
+    owned = (local_idx >= 0) & (local_idx < rows_per_shard)
+    rows = table_shard[jnp.clip(local_idx, 0, rows_per_shard - 1)]
+    mask = owned.reshape(owned.shape + (1,) * (rows.ndim - 1))
+    rows = jnp.where(mask, rows, jnp.zeros_like(rows))
+    return jax.lax.psum_scatter(rows, DATA_AXIS, scatter_dimension=0, tiled=True)
+
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS),
+  )(table, indices)
+
+
+def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
+  """The example order of `epoch`: a permutation of range(num_examples)."""
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def batch_indices(permutation: jax.Array, step, steps_per_epoch: int, batch_size: int) -> jax.Array:
+  """Rows of global step `step`: slice `step % steps_per_epoch` of the permutation."""
+  start = (step % steps_per_epoch) * batch_size
+  return jax.lax.dynamic_slice_in_dim(permutation, start, batch_size)
+
+
+def eval_indices(start, batch_size: int, num_examples: int):
+  """Indices start..start+B-1 clipped to the data, and the mask of real rows."""
+  idx = start + jnp.arange(batch_size)
+  return jnp.minimum(idx, num_examples - 1), idx < num_examples
+
+
+def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:
+  """uint8 images -> (x / 255 - mean) / std per channel; float inputs: (x - mean) / std."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    x = images.astype(jnp.float32) / 255.0
+  else:
+    x = images.astype(jnp.float32)
+  return ((x - mean) / std).astype(dtype)
+
+
+def random_crop_flip(images: jax.Array, key: jax.Array, *, crop_padding: int = 0,
+                     flip: bool = False) -> jax.Array:
+  """Per-example pad-and-random-crop (zero padding) and horizontal flip.
+
+  images: (B, H, W, C). Each example gets its own offsets in
+  [0, 2 * crop_padding] and a fair coin for the flip, from `key`.
+  """
+  if crop_padding == 0 and not flip:
+    return images
+  batch, height, width, _ = images.shape
+  crop_key, flip_key = jax.random.split(key)
+  if crop_padding:
+    p = crop_padding
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * p + 1)
+    crop = functools.partial(_crop, height=height, width=width)
+    images = jax.vmap(crop)(padded, offsets)
+  if flip:
+    do_flip = jax.random.bernoulli(flip_key, 0.5, (batch, 1, 1, 1))
+    images = jnp.where(do_flip, images[:, :, ::-1, :], images)
+  return images
+
+
+def _crop(image, offset, *, height, width):
+  return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))

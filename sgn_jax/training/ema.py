@@ -1,0 +1,39 @@
+"""Exponential moving averages of parameters.
+
+Two schedules:
+* fixed decay (SGN): ema <- decay * ema + (1 - decay) * params after every step;
+* EDM half-life with ramp-up (TDSM / EDM): the decay per step is
+  beta = 0.5 ** (batch_size / max(halflife_nimg, 1e-8)) with
+  halflife_nimg = min(halflife_kimg * 1000, nimg * rampup_ratio) when a ramp-up
+  ratio is given (nimg = images seen so far).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def ema_update(ema_tree, new_tree, decay):
+  """Returns decay * ema_tree + (1 - decay) * new_tree, leaf by leaf.
+
+  Integer leaves (e.g. counters) are taken from `new_tree`.
+  """
+  def update(e, n):
+    if not jnp.issubdtype(jnp.asarray(n).dtype, jnp.inexact):
+      return n
+    return (decay * e + (1.0 - decay) * n).astype(e.dtype)
+  return jax.tree.map(update, ema_tree, new_tree)
+
+
+def edm_ema_decay(nimg, batch_size, halflife_kimg, rampup_ratio=0.05):
+  """EDM's per-step EMA decay beta after `nimg` images (jnp-traceable).
+
+  beta = 0.5 ** (batch_size / max(halflife_nimg, 1e-8)),
+  halflife_nimg = halflife_kimg * 1000, capped at nimg * rampup_ratio when
+  `rampup_ratio` is not None.
+  """
+  halflife_nimg = jnp.asarray(halflife_kimg * 1000.0, jnp.float32)
+  if rampup_ratio is not None:
+    halflife_nimg = jnp.minimum(halflife_nimg, jnp.asarray(nimg, jnp.float32) * rampup_ratio)
+  return 0.5 ** (batch_size / jnp.maximum(halflife_nimg, 1e-8))

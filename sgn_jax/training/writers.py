@@ -1,0 +1,148 @@
+"""Metric writers: TensorBoard through clu on process 0, logging elsewhere.
+
+clu's writers import TensorFlow; where TensorFlow (or clu) is absent, e.g. on a
+bare accelerator machine, `create_writer` falls back to a writer that logs
+scalars and saves images as PNG files, so training runs anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+
+class LoggingWriter:
+  """clu-compatible writer without TensorFlow: logs scalars, writes PNG images."""
+
+  def __init__(self, workdir: str | None, enabled: bool = True):
+    self._workdir = workdir
+    self._enabled = enabled
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if self._enabled:
+      logging.info("[%d] %s", step, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(scalars.items())))
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    if not (self._enabled and self._workdir):
+      return
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    for name, batch in images.items():
+      batch = np.asarray(batch)
+      for i, image in enumerate(batch if batch.ndim == 4 else batch[None]):
+        array = image if image.dtype == np.uint8 else np.clip(image * 255, 0, 255).astype(np.uint8)
+        if array.shape[-1] == 1:
+          array = array[..., 0]
+        path = os.path.join(self._workdir, "images", f"{name.replace('/', '_')}_{step}_{i}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(array).save(path)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    if self._enabled:
+      logging.info("hparams: %s", dict(hparams))
+
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+    if self._enabled:
+      for k, v in texts.items():
+        logging.info("[%d] %s: %s", step, k, v)
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+class JsonlWriter:
+  """Appends `{"step": s, name: value, ...}` lines to a file: the metric history
+  in a form any script can read (process 0 only)."""
+
+  def __init__(self, path: str, enabled: bool = True):
+    self._path = epath.Path(path)
+    self._enabled = enabled
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self._enabled:
+      return
+    record = {"step": int(step), **flatten_metrics(scalars)}
+    record = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+              for k, v in record.items()}
+    with self._path.open("a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+
+  def write_images(self, step, images):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class MultiWriter:
+  """Forwards every call to several writers."""
+
+  def __init__(self, writers):
+    self._writers = list(writers)
+
+  def __getattr__(self, name):
+    def call(*args, **kwargs):
+      for w in self._writers:
+        getattr(w, name)(*args, **kwargs)
+    return call
+
+
+def _fmt(value) -> str:
+  value = float(np.asarray(value))
+  return f"{value:.6g}"
+
+
+def create_writer(workdir: str):
+  """Metric writer of a run.
+
+  Process 0: clu's default writer (log + TensorBoard under `workdir`) and the
+  history `workdir/metrics.jsonl`; other processes: log only. Without
+  clu/TensorFlow, the TensorBoard part becomes `LoggingWriter` (log + PNGs).
+  """
+  is_chief = jax.process_index() == 0
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    main = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  except ImportError as e:
+    logging.warning("clu/TensorFlow unavailable (%s): metrics go to the log only.", e)
+    main = LoggingWriter(workdir, enabled=is_chief)
+  return MultiWriter([main, JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_chief)])
+
+
+def flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """{"test": {"accuracy": 0.9}} -> {"test/accuracy": 0.9}; values as Python floats."""
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten_metrics(value, name + "/"))
+    else:
+      flat[name] = float(np.asarray(value))
+  return flat
+
+
+def write_metrics_json(path: str, metrics: Mapping[str, Any]) -> None:
+  """Writes flat `name -> number` metrics as JSON (process 0 only); NaN/Inf become null."""
+  if jax.process_index() != 0:
+    return
+  flat = flatten_metrics(metrics)
+  clean = {k: (v if math.isfinite(v) else None) for k, v in sorted(flat.items())}
+  epath.Path(path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
