@@ -74,53 +74,8 @@ Examples:
 EOF
 }
 
-die() {
-  printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2
-  exit 2
-}
-
-info() {
-  printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2
-}
-
-# Shell-quote each argument (single quotes where needed) and join with spaces.
-quote() {
-  local out="" a q
-  for a in "$@"; do
-    if [[ -n $a && $a != *[!A-Za-z0-9_./:=@%+,-]* ]]; then
-      q=$a
-    else
-      q="'${a//\'/\'\\\'\'}'"
-    fi
-    out+="${out:+ }$q"
-  done
-  printf '%s\n' "$out"
-}
-
-# Run a command, or only print it with --dry-run.
-run() {
-  if [[ $DRY_RUN == 1 ]]; then
-    quote "$@"
-  else
-    info "+ $(quote "$@")"
-    "$@"
-  fi
-}
-
-NSHIFT=1
-optval() {
-  local var=$1
-  shift
-  if [[ $1 == --*=* ]]; then
-    printf -v "$var" '%s' "${1#*=}"
-    NSHIFT=1
-  elif (($# >= 2)) && [[ $2 != --* ]]; then
-    printf -v "$var" '%s' "$2"
-    NSHIFT=2
-  else
-    die "option ${1%%=*} requires a value"
-  fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 while (($#)); do
   case $1 in
@@ -144,7 +99,7 @@ while (($#)); do
   esac
 done
 
-case ${DRY_RUN,,} in 1 | true | yes | on) DRY_RUN=1 ;; *) DRY_RUN=0 ;; esac
+is_true "$DRY_RUN" && DRY_RUN=1 || DRY_RUN=0
 [[ -n $SUBCOMMAND ]] || { usage >&2; die "missing subcommand (setup or run)"; }
 
 abspath() { if [[ $1 == /* || $1 == *://* ]]; then printf '%s\n' "$1"; else printf '%s\n' "$PWD/$1"; fi; }

@@ -193,22 +193,28 @@ class Classifier:
       return logits, dict(new_model_state)
     return self.model.apply(variables, images, train=train, rngs=rngs), model_state
 
-  def _preprocess(self, images, key=None):
-    cfg = self.config.input
-    if key is not None and images.ndim == 4:
+  def _draw_batch(self, rng, step, permutation, tables):
+    """Batch `step` gathered from the device-resident training set and augmented
+    (random crops and flips, per example); also returns the step's dropout key."""
+    augment_key, dropout_key = jax.random.split(jax.random.fold_in(rng, step))
+    idx = device_data.batch_indices(permutation, step, self.steps_per_epoch,
+                                    self.config.batch_size)
+    images = device_data.gather_rows(tables["train_images"], idx, self.mesh)
+    labels = device_data.gather_rows(tables["train_labels"], idx, self.mesh)
+    if images.ndim == 4:
       images = device_data.random_crop_flip(
-          images, key, crop_padding=cfg.crop_padding, flip=cfg.flip)
-    return device_data.normalize(images, cfg.mean, cfg.std)
+          images, augment_key, crop_padding=self.config.input.crop_padding,
+          flip=self.config.input.flip)
+    return images, labels, dropout_key
+
+  def _normalize(self, images):
+    return device_data.normalize(images, self.config.input.mean, self.config.input.std)
 
   def train_step(self, state: TrainState, permutation, tables):
     """One SGD step on the batch of `state.step`; returns (state, metrics)."""
     cfg = self.config
-    key = jax.random.fold_in(state.rng, state.step)
-    augment_key, dropout_key = jax.random.split(key)
-    idx = device_data.batch_indices(permutation, state.step, self.steps_per_epoch, cfg.batch_size)
-    images = device_data.gather_rows(tables["train_images"], idx, self.mesh)
-    labels = device_data.gather_rows(tables["train_labels"], idx, self.mesh)
-    images = self._preprocess(images, augment_key)
+    images, labels, dropout_key = self._draw_batch(state.rng, state.step, permutation, tables)
+    images = self._normalize(images)
 
     def loss_fn(params):
       logits, new_model_state = self._forward(
@@ -235,6 +241,12 @@ class Classifier:
     }
     return new_state, metrics
 
+  def preview_batch(self, rng, permutation, tables, step, count: int):
+    """The first `count` training images of `step` as the step sees them, augmented,
+    before normalisation (for an image grid in TensorBoard)."""
+    images, _, _ = self._draw_batch(rng, step, permutation, tables)
+    return images[:count]
+
   # ---- evaluation ----------------------------------------------------------
   def eval_step(self, params, model_state, images_table, labels_table, start, num_examples):
     """Sums of correct predictions, NLL and example count over one padded eval batch."""
@@ -242,7 +254,7 @@ class Classifier:
     images = device_data.gather_rows(images_table, idx, self.mesh)
     labels = device_data.gather_rows(labels_table, idx, self.mesh)
     mask = jax.lax.with_sharding_constraint(mask, mesh_lib.data_sharded(self.mesh))
-    logits, _ = self._forward(params, model_state, self._preprocess(images), train=False)
+    logits, _ = self._forward(params, model_state, self._normalize(images), train=False)
     weight = mask.astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     nll = losses.softmax_cross_entropy(logits, labels)
@@ -352,6 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items())))
     return results
 
+  sync_each_step = mesh_lib.needs_step_sync(mesh)
   reporter = progress.ProgressReporter(total_steps, config.batch_size, writer, first_step=step)
   pending: list[dict[str, Any]] = []
   last_train: dict[str, float] = {}
@@ -380,7 +393,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       epoch = step // steps_per_epoch
       if epoch != permutation_epoch:
         permutation, permutation_epoch = permutation_fn(data_key, epoch), epoch
+        if step == 0 and splits.train_images.ndim == 4:
+          preview = jax.jit(classifier.preview_batch, static_argnums=4,
+                            out_shardings=classifier.replicated)(
+              state.rng, permutation, tables, step, 64)
+          writer.write_images(0, {"train/augmented_batch": writers.image_grid(
+              jax.device_get(preview))[None]})
       state, metrics = train_step(state, permutation, tables)
+      if sync_each_step:
+        jax.block_until_ready(metrics)
       step += 1
       pending.append(metrics)
       reporter.tick(step)

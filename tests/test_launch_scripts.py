@@ -77,9 +77,9 @@ def _shellcheck():
 # ---------------------------------------------------------------------------
 # All scripts
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS + [LAUNCH / "lib.sh"], ids=lambda p: p.name)
 def test_shellcheck_clean(script):
-  result = subprocess.run([_shellcheck(), "--shell=bash", str(script)],
+  result = subprocess.run([_shellcheck(), "--shell=bash", "--external-sources", str(script)],
                           capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stdout + result.stderr
 

@@ -140,3 +140,17 @@ def test_checkpointer_without_checkpoint_returns_given_state(tmp_path):
   assert ckpt.restore_or(state) is state
   assert ckpt.latest_step is None
   ckpt.close()
+
+
+def test_image_grid_places_each_image_in_its_cell():
+  from sgn_jax.training import writers
+  images = np.stack([np.full((3, 4, 1), i * 20, np.uint8) for i in range(1, 6)])
+  grid = writers.image_grid(images, num_columns=2, padding=1)
+  assert grid.shape == (3 * 4 + 1, 2 * 5 + 1, 1)
+  for i in range(5):
+    r, c = divmod(i, 2)
+    cell = grid[1 + r * 4:1 + r * 4 + 3, 1 + c * 5:1 + c * 5 + 4]
+    assert np.all(cell == (i + 1) * 20)
+  assert np.all(grid[9:12, 6:10] == 0)  # empty last cell
+  floats = writers.image_grid(np.ones((2, 2, 2, 3), np.float32), padding=0)
+  assert floats.dtype == np.uint8 and np.all(floats == 255)

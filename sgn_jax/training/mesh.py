@@ -36,3 +36,19 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size") -> No
     raise ValueError(
         f"{what}={batch_size} must be a positive multiple of the number of "
         f"devices on the data axis ({n}); e.g. {max(n, (batch_size // n) * n or n)}")
+
+
+def needs_step_sync(mesh: Mesh) -> bool:
+  """True when consecutive steps must not overlap: several CPU devices in one process.
+
+  XLA:CPU runs the collectives of fake host devices (and of several CPU devices
+  per process) as in-process rendezvous on a shared thread pool. With async
+  dispatch, the next step's collectives can occupy every pool thread while one
+  device still has work left from the previous step, and the rendezvous
+  deadlocks (XLA aborts after 40 s: "Expected 8 threads to join the
+  rendezvous"). Waiting for each step on such meshes avoids it; GPUs and TPUs
+  keep fully asynchronous dispatch.
+  """
+  devices = list(mesh.devices.flat)
+  local_cpu = [d for d in devices if d.platform == "cpu" and d.process_index == jax.process_index()]
+  return len(local_cpu) > 1

@@ -110,6 +110,28 @@ def _fmt(value) -> str:
   return f"{value:.6g}"
 
 
+def image_grid(images, num_columns: int = 8, padding: int = 2) -> np.ndarray:
+  """Tiles (N, H, W, C) images into one (rows*(H+p)+p, cols*(W+p)+p, C) uint8 grid.
+
+  Float images are taken to lie in [0, 1]; uint8 images are used as they are.
+  Missing cells of the last row stay black.
+  """
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"image_grid needs (N, H, W, C) images, got shape {images.shape}")
+  if images.dtype != np.uint8:
+    images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+  n, h, w, c = images.shape
+  cols = max(1, min(num_columns, n))
+  rows = -(-n // cols)
+  grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
+  for i, image in enumerate(images):
+    r, col = divmod(i, cols)
+    top, left = padding + r * (h + padding), padding + col * (w + padding)
+    grid[top:top + h, left:left + w] = image
+  return grid
+
+
 def create_writer(workdir: str):
   """Metric writer of a run.
 
