@@ -27,6 +27,7 @@ setuptools.setup(
         "tensorflow-cpu>=2.16,<2.22",
         "tensorflow-datasets>=4.9.4,<4.10",
         "importlib_resources>=6",
+        "array_record>=0.5",
         "tensorboard>=2.16,<2.22",
         "absl-py>=2",
         "pillow>=10",

@@ -10,7 +10,11 @@ overridden afterwards on the command line with `--config.optim.learning_rate=0.1
 Config reference (classification task, `task="classify"`):
 
   seed                 global seed: parameters, noisy labels, data order.
-  method               training loss; "ce" (cross-entropy) for now.
+  method               ce | ls | gce | nan | ln | het | elr | sop | nal | sgn
+                       (choose it with the argument `:method=...`).
+  method_args.*        the method's hyper-parameters (SPEC §2 defaults), e.g.
+                       method_args.alpha / gamma / covariance / loss_reweighting /
+                       label_correction / ema_prediction for SGN.
   dataset.name         mnist | fashion_mnist | cifar10 | cifar100 | cifar10_n |
                        cifar100_n | gmm2d.
   dataset.source       tfds (TFDS builders) | idx (raw MNIST archives) |
@@ -32,12 +36,14 @@ Config reference (classification task, `task="classify"`):
   model.name           cnn | wrn | mlp, with its keyword arguments in `model`.
   input.*              normalisation mean/std and on-device augmentation
                        (crop_padding: pad-and-random-crop; flip: horizontal flips).
-  optim.*              SGD with (Nesterov) momentum, constant learning rate, L2
-                       penalty weight_decay * sum(w^2) on all weights.
+  optim.*              SGD with (Nesterov) momentum, learning rate (times
+                       lr_decay_factor at each of lr_decay_epochs), L2 penalty
+                       weight_decay * sum(w^2) on all weights.
   batch_size           global batch size (divisible by the number of devices).
   num_epochs           training length in epochs (steps_per_epoch = n_train // batch).
   ema_decay            decay of the EMA network evaluated beside the net.
   eval_batch_size      global evaluation batch size.
+  eval_every_epochs    evaluate the net and its EMA every so many epochs and at the end.
   log_every_steps, checkpoint_every_steps, keep_checkpoints, stop_after_steps.
 """
 
@@ -50,7 +56,7 @@ import ml_collections
 # Per-dataset facts used by configs (not data: these select defaults).
 NUM_CLASSES = {
     "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
-    "cifar10_n": 10, "cifar100_n": 100, "gmm2d": 4,
+    "cifar10_n": 10, "cifar100_n": 100, "gmm2d": 4, "clothing1m": 14, "mini_webvision": 50,
 }
 # Per-channel normalisation. SGN normalises CIFAR-100 with CIFAR-10's statistics.
 _CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -120,6 +126,27 @@ def _convert(key: str, value: str, default):
     return value
 
 
+# SGN's gamma (label smoothing) and alpha (label-correction speed) per dataset.
+SGN_GAMMA_ALPHA = {"clothing1m": (0.1, 0.7), "mini_webvision": (0.01, 0.999)}
+
+
+def method_args(method: str, dataset: str) -> ml_collections.ConfigDict:
+  """The hyper-parameters of `method` (SPEC §2 defaults) as a ConfigDict.
+
+  Choose the method with the config argument (`:method=sgn`), not with
+  `--config.method=...`: the arguments are filled in for the method chosen there.
+  """
+  from sgn_jax import methods  # pylint: disable=g-import-not-at-top
+  if method not in methods.METHODS:
+    raise ValueError(f"method={method!r} is not known; allowed: {sorted(methods.METHODS)}")
+  args = dict(methods.METHODS[method].defaults)
+  if method == "sgn":
+    args["gamma"], args["alpha"] = SGN_GAMMA_ALPHA.get(dataset, (0.001, 0.995))
+    if dataset == "mini_webvision":
+      args["target_scale"] = 0.3  # the authors' WebVision "temperature"
+  return ml_collections.ConfigDict(args)
+
+
 def classification_config(dataset: str, noise_kind: str, arg: str | None,
                           **arg_defaults) -> ml_collections.ConfigDict:
   """The classification config for `dataset` under `noise_kind` label noise.
@@ -152,6 +179,7 @@ def classification_config(dataset: str, noise_kind: str, arg: str | None,
   config.task = "classify"
   config.seed = args.seed
   config.method = args.method
+  config.method_args = method_args(args.method, dataset)
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = dataset
@@ -184,6 +212,7 @@ def classification_config(dataset: str, noise_kind: str, arg: str | None,
     config.model.hidden = (128, 128)
   else:
     config.model.name = "cnn"
+    config.model.batch_norm = True  # SGN's regression loss diverges on it without BN
 
   mean, std = NORMALIZATION[dataset]
   config.input = ml_collections.ConfigDict()
@@ -197,13 +226,48 @@ def classification_config(dataset: str, noise_kind: str, arg: str | None,
   config.optim.momentum = 0.9
   config.optim.nesterov = True
   config.optim.weight_decay = 2.5e-4
+  config.optim.lr_decay_epochs = ()  # epochs at which lr is multiplied by lr_decay_factor
+  config.optim.lr_decay_factor = 0.1
 
   config.batch_size = 128
   config.num_epochs = args.epochs
   config.ema_decay = 0.9999
   config.eval_batch_size = 1000
+  config.eval_every_epochs = 1  # evaluate net and EMA every so many epochs (and at the end)
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
   config.stop_after_steps = 0  # >0: save and stop this run after so many steps.
+  return config
+
+
+def streaming_config(dataset: str, arg: str | None, **arg_defaults) -> ml_collections.ConfigDict:
+  """Config for the streamed datasets with real label noise (Clothing1M, mini-WebVision).
+
+  The images stay on disk (`dataset.manual_dir`, the official layout) or in a
+  prepared TFDS dir (`dataset.data_dir`); each host streams its block of every
+  global batch. Arguments: method, seed, epochs, from_files.
+  """
+  defaults = dict(method="sgn", seed=0, epochs=10, from_files=False)
+  defaults.update(arg_defaults)
+  args = parse_arg(arg, **defaults)
+  config = classification_config("cifar10", "none", f"method={args.method},seed={args.seed}")
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = dataset
+  config.dataset.source = "stream"
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.from_files = args.from_files  # read JPEGs from manual_dir (no preparation)
+  config.dataset.samples_per_class = 0  # >0: class-balanced subset per epoch
+  config.dataset.crop_size = 0  # 0: the authors' crop (224 Clothing1M, 227 WebVision)
+  config.dataset.resize = 0  # 0: the authors' 256x256 resize before cropping
+  config.num_classes = NUM_CLASSES[dataset]
+  config.method_args = method_args(args.method, dataset)
+  config.noise.kind = "none"
+  config.noise.rate = 0.0
+  config.num_epochs = args.epochs
+  config.input = ml_collections.ConfigDict()
+  config.input.crop_padding = 0  # crops and flips happen in the host pipeline
+  config.input.flip = False
+  config.input.mixup_alpha = 0.0
   return config

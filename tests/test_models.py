@@ -389,8 +389,8 @@ def test_get_model():
 
 
 def test_get_model_errors():
-  with pytest.raises(ValueError, match="resnet50.*cnn"):
-    get_model("resnet50", 10)
+  with pytest.raises(ValueError, match="resnet9000.*cnn"):
+    get_model("resnet9000", 10)
   with pytest.raises(TypeError, match="widht"):
     get_model("wrn", 10, widht=2)
   with pytest.raises(TypeError, match="depth"):   # fixed by the alias

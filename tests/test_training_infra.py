@@ -154,3 +154,20 @@ def test_image_grid_places_each_image_in_its_cell():
   assert np.all(grid[9:12, 6:10] == 0)  # empty last cell
   floats = writers.image_grid(np.ones((2, 2, 2, 3), np.float32), padding=0)
   assert floats.dtype == np.uint8 and np.all(floats == 255)
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_scatter_rows_equals_numpy_update(num_devices):
+  mesh = mesh_lib.create_mesh(jax.devices()[:num_devices])
+  rng = np.random.default_rng(2)
+  table = rng.normal(size=(203, 5)).astype(np.float32)
+  placed = device_data.put_table(table, mesh)
+  idx = rng.permutation(203)[:16]
+  rows = rng.normal(size=(16, 5)).astype(np.float32)
+  rows_dev = jax.device_put(rows, mesh_lib.data_sharded(mesh))
+  out = jax.jit(lambda t, i, r: device_data.scatter_rows(t, i, r, mesh))(
+      placed, jnp.asarray(idx), rows_dev)
+  expected = table.copy()
+  expected[idx] = rows
+  np.testing.assert_array_equal(np.asarray(out)[:203], expected)
+  assert out.sharding.spec == mesh_lib.data_sharded(mesh).spec

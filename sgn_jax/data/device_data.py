@@ -66,6 +66,28 @@ def gather_rows(table: jax.Array, indices: jax.Array, mesh: Mesh) -> jax.Array:
   )(table, indices)
 
 
+def scatter_rows(table: jax.Array, indices: jax.Array, rows: jax.Array, mesh: Mesh) -> jax.Array:
+  """table.at[indices].set(rows) for a row-sharded table (per-example state).
+
+  `indices` (B,) is the same on every device; `rows` (B, ...) is sharded over
+  the batch. The rows are all-gathered (B rows, never the table) and each
+  device writes those it owns. Indices must be distinct (one batch of an
+  epoch's permutation is).
+  """
+  def local(table_shard, idx, rows_shard):
+    rows_per_shard = table_shard.shape[0]
+    all_rows = jax.lax.all_gather(rows_shard, DATA_AXIS, axis=0, tiled=True)
+    local_idx = idx - jax.lax.axis_index(DATA_AXIS) * rows_per_shard
+    owned = (local_idx >= 0) & (local_idx < rows_per_shard)
+    # Rows owned elsewhere go to an out-of-range index and are dropped.
+    target = jnp.where(owned, local_idx, rows_per_shard)
+    return table_shard.at[target].set(all_rows.astype(table_shard.dtype), mode="drop")
+
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS),
+  )(table, indices, rows)
+
+
 def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
   """The example order of `epoch`: a permutation of range(num_examples)."""
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)

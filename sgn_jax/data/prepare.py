@@ -16,10 +16,14 @@ import time
 from sgn_jax.data import dataset as dataset_lib
 from sgn_jax.data.dataset import DataNotFoundError
 
+# Streamed datasets (too large for memory): name -> module with `prepare`.
+STREAMED = {"clothing1m": "clothing1m", "mini_webvision": "webvision"}
+
 
 def main(argv: list[str] | None = None) -> int:
   """Parses the command line, runs `tfds_source.prepare`, returns exit status."""
   tfds_names = sorted(n for n, i in dataset_lib.DATASETS.items() if i.tfds_name)
+  tfds_names += sorted(STREAMED)
   parser = argparse.ArgumentParser(
       prog="python -m sgn_jax.data.prepare",
       description="Prepare a TFDS dataset (offline with --manual_dir).")
@@ -33,12 +37,18 @@ def main(argv: list[str] | None = None) -> int:
                       default=False, help="allow TFDS to download.")
   args = parser.parse_args(argv)
 
-  from sgn_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   start = time.time()
   try:
-    path = tfds_source.prepare(args.dataset, data_dir=args.data_dir,
-                               manual_dir=args.manual_dir,
-                               download=args.download)
+    if args.dataset in STREAMED:  # manual-download builders of the streamed datasets
+      import importlib  # pylint: disable=g-import-not-at-top
+      module = importlib.import_module(f"sgn_jax.data.{STREAMED[args.dataset]}")
+      builder = module.prepare(args.data_dir, args.manual_dir)
+      path = getattr(builder, "data_dir", args.data_dir)
+    else:
+      from sgn_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+      path = tfds_source.prepare(args.dataset, data_dir=args.data_dir,
+                                 manual_dir=args.manual_dir,
+                                 download=args.download)
   except DataNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -12,7 +12,14 @@ import functools
 import flax.linen as nn
 
 from sgn_jax.models.cnn import SmallCNN
+from sgn_jax.models.composition import WithHead
+from sgn_jax.models.heteroscedastic import HeteroscedasticHead
+from sgn_jax.models.inception_resnet_v2 import InceptionResNetV2
 from sgn_jax.models.mlp import MLP
+from sgn_jax.models.resnet import ResNet
+from sgn_jax.models.resnet import ResNet18
+from sgn_jax.models.resnet import ResNet34
+from sgn_jax.models.resnet import ResNet50
 from sgn_jax.models.wide_resnet import WideResNet
 from sgn_jax.models.wide_resnet import WideResNetBlock
 from sgn_jax.models.wide_resnet import wrn28_2
@@ -22,6 +29,10 @@ MODELS = {
     "wrn": WideResNet,
     "wrn28_2": wrn28_2,
     "mlp": MLP,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "inception_resnet_v2": InceptionResNetV2,
 }
 
 
@@ -54,5 +65,6 @@ def get_model(name: str, num_outputs: int, **kwargs) -> nn.Module:
   return factory(num_outputs=num_outputs, **kwargs)
 
 
-__all__ = ["MLP", "MODELS", "SmallCNN", "WideResNet", "WideResNetBlock",
-           "get_model", "wrn28_2"]
+__all__ = ["HeteroscedasticHead", "InceptionResNetV2", "MLP", "MODELS", "ResNet",
+           "ResNet18", "ResNet34", "ResNet50", "SmallCNN", "WideResNet", "WideResNetBlock",
+           "WithHead", "get_model", "wrn28_2"]

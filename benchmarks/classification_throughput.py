@@ -1,0 +1,124 @@
+r"""Training throughput of classification methods (images/s), side by side in one run.
+
+    python benchmarks/classification_throughput.py                       # SGN and CE, WRN-28-2
+    python benchmarks/classification_throughput.py --methods=ce,sgn,elr --batch_sizes=128,512 \
+        --dtype=bfloat16 --steps=50 --json=/tmp/throughput.json
+
+Each (method, batch size) pair runs the real jitted train step of
+`sgn_jax.classification.Classifier` (device-resident CIFAR-shaped data: gather,
+crop/flip, forward, loss, backward, SGD, EMA) on all local devices, after a
+warm-up that includes compilation. Reported: compile seconds, steps/s and
+images/s over `--steps` timed steps (median of `--repeats` windows), and the
+ratio to the first method at the same batch size. Absolute numbers only mean
+something on an accelerator; on a CPU compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+
+from configs import cifar10_sym  # pylint: disable=g-import-not-at-top,wrong-import-position
+from sgn_jax import classification  # pylint: disable=wrong-import-position
+from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
+from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
+
+
+def measure(method_name, batch_size, args, mesh, images, labels):
+  config = cifar10_sym.get_config(f"method={method_name}")
+  config.batch_size = batch_size
+  config.model.depth, config.model.width = args.depth, args.width
+  if args.dtype != "float32":
+    config.model.dtype = args.dtype
+  method = classification.build_method(config)
+  model = classification.build_model(config, method)
+  steps_per_epoch = len(labels) // batch_size
+  classifier = classification.Classifier(
+      config, method, model, classification.build_optimizer(config), mesh,
+      images.shape[1:], steps_per_epoch)
+  state = classifier.init_state(jax.random.PRNGKey(0))
+  example_state = method.init_example_state(labels, config.num_classes)
+  if example_state:
+    state = state.replace(extra={"example_state": {
+        k: device_data.put_table(v, mesh) for k, v in example_state.items()}})
+  permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
+                        out_shardings=classifier.replicated)(jax.random.PRNGKey(1))
+  inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
+            "train_labels": device_data.put_table(labels, mesh)}
+  step = jax.jit(classifier.train_step, donate_argnums=0)
+  sync = mesh_lib.needs_step_sync(mesh)
+
+  start = time.perf_counter()
+  state, metrics = step(state, inputs)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  for _ in range(args.warmup):
+    state, metrics = step(state, inputs)
+    if sync:
+      jax.block_until_ready(metrics)
+  jax.block_until_ready(metrics)
+  rates = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = step(state, inputs)
+      if sync:
+        jax.block_until_ready(metrics)
+    jax.block_until_ready(metrics)
+    rates.append(args.steps / (time.perf_counter() - start))
+  steps_per_s = statistics.median(rates)
+  return {"method": method_name, "batch_size": batch_size, "compile_s": compile_s,
+          "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
+          "loss": float(metrics["loss"])}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--methods", default="sgn,ce")
+  parser.add_argument("--batch_sizes", default="128,512")
+  parser.add_argument("--depth", type=int, default=28)
+  parser.add_argument("--width", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--num_examples", type=int, default=8192)
+  parser.add_argument("--json", default=None, help="also write the rows here")
+  args = parser.parse_args(argv)
+
+  mesh = mesh_lib.create_mesh()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(args.num_examples, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, size=(args.num_examples,)).astype(np.int32)
+  device = jax.devices()[0]
+  print(f"# device: {device.device_kind} x {jax.device_count()} ({device.platform}); "
+        f"jax {jax.__version__}; host {platform.node()}; WRN-{args.depth}-{args.width}, "
+        f"{args.dtype}")
+  rows = []
+  for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+    for method in args.methods.split(","):
+      rows.append(measure(method, batch_size, args, mesh, images, labels))
+  print(f"{'method':>8} {'batch':>6} {'compile s':>10} {'steps/s':>9} {'images/s':>10} "
+        f"{'vs first':>9}")
+  for row in rows:
+    first = next(r for r in rows if r["batch_size"] == row["batch_size"])
+    print(f"{row['method']:>8} {row['batch_size']:>6} {row['compile_s']:>10.1f} "
+          f"{row['steps_per_s']:>9.2f} {row['images_per_s']:>10.1f} "
+          f"{row['images_per_s'] / first['images_per_s']:>9.3f}")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"device": str(device.device_kind), "devices": jax.device_count(),
+                 "dtype": args.dtype, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
