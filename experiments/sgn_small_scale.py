@@ -60,7 +60,7 @@ def runs(args):
   for name, overrides in ABLATION.items():
     if name == "sgn":
       continue  # the full SGN rows of the grid serve as the ablation's reference
-    for seed in range(args.seeds):
+    for seed in range(args.ablation_seeds):
       yield args.ablation_dataset, "sym", name, overrides, seed, const
 
 
@@ -124,6 +124,7 @@ def main():
   parser.add_argument("--subset", type=int, default=8000)
   parser.add_argument("--epochs", type=int, default=10)
   parser.add_argument("--seeds", type=int, default=2)
+  parser.add_argument("--ablation_seeds", type=int, default=1)
   parser.add_argument("--report", action="store_true")
   args = parser.parse_args()
   root = pathlib.Path(args.root)

@@ -1,30 +1,20 @@
 """Every classification method trains end to end; per-example state is kept and resumed."""
 
-import json
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from configs import tiny_test
 from sgn_jax import classification
 from sgn_jax import methods
 
-from test_classification import _assert_trees_close, _history, _latest_state
+from test_classification import _assert_trees_close, _history, _latest_state, _tiny
 
 
 def _config(method, **overrides):
-  config = tiny_test.get_config(f"method={method},epochs=1")
-  if method == "het":
-    config.method_args.num_mc_samples = 16
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  if method == "het":  # few Monte-Carlo samples on the CPU
+    overrides.setdefault("method_args.num_mc_samples", 16)
+  return _tiny(f"method={method},epochs=1", **overrides)
 
 
 def test_registry_has_the_ten_methods():

@@ -3,7 +3,6 @@ fabricated trees in the official layouts; mixup; configs."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 

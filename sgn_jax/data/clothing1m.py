@@ -33,18 +33,19 @@ epoch without reading any image.
 
 TensorFlow Datasets is imported only when the builder class is first used
 (`Clothing1M`, `builder()`, `prepare()`); the file parsing and
-`check_manual_dir` need neither TF nor TFDS.
+`check_manual_dir` need neither TF nor TFDS. The builder plumbing shared with
+mini-WebVision lives in `sgn_jax.data.manual_builders`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 
-import numpy as np
-
+from sgn_jax.data import manual_builders
 from sgn_jax.data import streaming
-from sgn_jax.data.dataset import DataNotFoundError, DatasetInfo
+from sgn_jax.data.dataset import DataNotFoundError, DatasetInfo  # pylint: disable=unused-import
 
 NAME = "clothing1m"
 NUM_CLASSES = 14
@@ -116,21 +117,13 @@ def check_manual_dir(path: os.PathLike | str) -> pathlib.Path:
   else:
     for split, name in KEY_LISTS.items():
       if (root / name).is_file():
-        first = _first_line(root / name)
+        first = manual_builders.first_path(root / name)
         if first and not (root / first).is_file():
           missing.append(f"{first} (first image of {name}, split {split})")
   if missing:
     raise streaming.missing_files_error(NAME, root, missing,
                                         MANUAL_DOWNLOAD_INSTRUCTIONS)
   return root
-
-
-def _first_line(path: pathlib.Path) -> str:
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        return line.split()[0]
-  return ""
 
 
 def _read_key_list(path: pathlib.Path) -> list[str]:
@@ -140,19 +133,11 @@ def _read_key_list(path: pathlib.Path) -> list[str]:
 
 def _read_label_kv(path: pathlib.Path) -> dict[str, int]:
   labels = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) != 2:
-        raise ValueError(f"{path}:{lineno}: expected '<path> <label>', got "
-                         f"{line.strip()!r}.")
-      label = int(parts[1])
-      if not 0 <= label < NUM_CLASSES:
-        raise ValueError(f"{path}:{lineno}: label {label} is not in "
-                         f"[0, {NUM_CLASSES}).")
-      labels[parts[0]] = label
+  for lineno, key, label in manual_builders.path_label_lines(path):
+    if not 0 <= label < NUM_CLASSES:
+      raise ValueError(f"{path}:{lineno}: label {label} is not in "
+                       f"[0, {NUM_CLASSES}).")
+    labels[key] = label
   return labels
 
 
@@ -196,85 +181,46 @@ def read_class_names(manual_dir: os.PathLike | str) -> tuple[str, ...]:
   return names
 
 
-_BUILDER_CLASS = None
+def _read_tables(manual_dir: os.PathLike | str) -> dict[str, streaming.SplitTable]:
+  """`read_split` of every split, reading clean_label_kv.txt once."""
+  cache = {}
+  return {s: read_split(manual_dir, s, cache) for s in SPLITS}
 
 
+def _check_release(path: os.PathLike | str) -> pathlib.Path:
+  """`check_manual_dir`, and the optional class names file (for the builder)."""
+  root = check_manual_dir(path)
+  read_class_names(root)
+  return root
+
+
+@functools.cache
 def _builder_class():
   """Defines (once) and returns the TFDS builder class `Clothing1M`."""
-  global _BUILDER_CLASS
-  if _BUILDER_CLASS is not None:
-    return _BUILDER_CLASS
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  class Clothing1M(tfds.core.GeneratorBasedBuilder):
-    """Clothing1M: 1M clothing images with noisy labels, 14 classes."""
-
-    name = NAME
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "noisy_train, clean_val, clean_test; JPEGs as released."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-    def __init__(self, *, file_format=None, **kwargs):
-      # ArrayRecord by default: the streaming pipeline reads rows at random.
-      super().__init__(file_format=file_format or "array_record", **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self,
-          description="Clothing1M: clothing images from shopping websites "
-          "with labels from the surrounding text (about 38% wrong), plus "
-          "small clean validation and test sets.",
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Image(shape=(None, None, 3),
-                                           encoding_format="jpeg"),
-              "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-              "index": tfds.features.Scalar(dtype=np.int32),
-              "key": tfds.features.Text(),
-          }),
-          supervised_keys=("image", "label"),
-          homepage="https://github.com/Cysu/noisy_label",
-          citation="@inproceedings{xiao2015learning, title={Learning from "
-          "massive noisy labeled data for image classification}, author="
-          "{Xiao, Tong and Xia, Tian and Yang, Yi and Huang, Chang and Wang, "
-          "Xiaogang}, booktitle={CVPR}, year={2015}}",
-          disable_shuffling=True,
-          metadata=tfds.core.MetadataDict(),
-      )
-
-    def _split_generators(self, dl_manager):
-      root = check_manual_dir(dl_manager.manual_dir)
-      read_class_names(root)  # validates the optional names file
-      cache = {}
-      tables = {s: read_split(root, s, cache) for s in SPLITS}
-      self.info.metadata["tables"] = {
-          s: {"labels": t.labels.tolist()} for s, t in tables.items()}
-      return {s: self._generate_examples(t) for s, t in tables.items()}
-
-    def _generate_examples(self, table):
-      for i in range(len(table)):
-        yield i, {
-            "image": streaming.read_image_bytes(table.full_path(i)),
-            "label": int(table.labels[i]),
-            "index": i,
-            "key": table.keys[i],
-        }
-
-  _BUILDER_CLASS = Clothing1M
-  return Clothing1M
+  return manual_builders.define_builder(
+      "Clothing1M", module=__name__, name=NAME,
+      doc="Clothing1M: 1M clothing images with noisy labels, 14 classes.",
+      release_notes="noisy_train, clean_val, clean_test; JPEGs as released.",
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS,
+      description="Clothing1M: clothing images from shopping websites with "
+      "labels from the surrounding text (about 38% wrong), plus small clean "
+      "validation and test sets.",
+      class_names=lambda: CLASS_NAMES,
+      homepage="https://github.com/Cysu/noisy_label",
+      citation="@inproceedings{xiao2015learning, title={Learning from "
+      "massive noisy labeled data for image classification}, author="
+      "{Xiao, Tong and Xia, Tian and Yang, Yi and Huang, Chang and Wang, "
+      "Xiaogang}, booktitle={CVPR}, year={2015}}",
+      check_manual_dir=_check_release, read_tables=_read_tables)
 
 
-def __getattr__(name):
-  if name == "Clothing1M":
-    return _builder_class()
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = manual_builders.lazy_getattr(__name__, "Clothing1M",
+                                           _builder_class)
 
 
 def builder(data_dir: os.PathLike | str | None = None, **kwargs):
   """A `Clothing1M` builder for `data_dir` (default: TFDS's data dir)."""
-  cls = _builder_class()
-  if data_dir is not None:
-    kwargs["data_dir"] = os.fspath(data_dir)
-  return cls(**kwargs)
+  return manual_builders.make_builder(_builder_class(), data_dir, **kwargs)
 
 
 def prepare(data_dir: os.PathLike | str | None = None,
@@ -287,18 +233,10 @@ def prepare(data_dir: os.PathLike | str | None = None,
   Raises:
     DataNotFoundError: not prepared and no (complete) manual dir.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  b = builder(data_dir)
-  if b.is_prepared():
-    return b
-  if manual_dir is None:
-    raise DataNotFoundError(
-        f"Clothing1M is not prepared in {b.data_dir} and no manual dir was "
-        f"given.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  check_manual_dir(manual_dir)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.fspath(manual_dir), try_download_gcs=False))
-  return b
+  return manual_builders.prepare(
+      builder(data_dir), manual_dir, title="Clothing1M",
+      check_manual_dir=check_manual_dir,
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
 
 
 def sources(data_dir: os.PathLike | str | None = None,
@@ -309,12 +247,7 @@ def sources(data_dir: os.PathLike | str | None = None,
   `from_files=True` reads the JPEGs of `manual_dir` directly (nothing to
   prepare); otherwise the prepared TFDS dataset (prepared first if needed).
   """
-  if from_files:
-    if manual_dir is None:
-      raise DataNotFoundError("from_files=True needs the manual dir.\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    cache = {}
-    return {s: streaming.file_source(read_split(manual_dir, s, cache),
-                                     name=f"{NAME}/{s}") for s in SPLITS}
-  b = prepare(data_dir, manual_dir)
-  return {s: streaming.tfds_source(b, s) for s in SPLITS}
+  return manual_builders.sources(
+      lambda: prepare(data_dir, manual_dir), manual_dir, from_files,
+      name=NAME, splits=SPLITS, read_tables=_read_tables,
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)

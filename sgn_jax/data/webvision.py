@@ -42,19 +42,20 @@ the first 50 classes, by image number). Features as Clothing1M: "image"
 (encoded bytes as released), "label" (50 classes, named by WNID), "index",
 "key" (the path relative to the manual dir).
 
-TensorFlow Datasets is imported only when the builder is used.
+TensorFlow Datasets is imported only when the builder is used. The builder
+plumbing shared with Clothing1M lives in `sgn_jax.data.manual_builders`.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import os
 import pathlib
 import re
 
-import numpy as np
-
+from sgn_jax.data import manual_builders
 from sgn_jax.data import streaming
 from sgn_jax.data.dataset import DataNotFoundError, DatasetInfo
 
@@ -260,18 +261,10 @@ def read_imagenet_val(manual_dir: os.PathLike | str) -> streaming.SplitTable:
 
 def _read_filelist(path: pathlib.Path) -> tuple[list[str], list[int]]:
   paths, labels = [], []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) != 2:
-        raise ValueError(f"{path}:{lineno}: expected '<path> <label>', got "
-                         f"{line.strip()!r}.")
-      label = int(parts[1])
-      if label < NUM_CLASSES:
-        paths.append(parts[0])
-        labels.append(label)
+  for _, name, label in manual_builders.path_label_lines(path):
+    if label < NUM_CLASSES:
+      paths.append(name)
+      labels.append(label)
   return paths, labels
 
 
@@ -289,13 +282,13 @@ def check_manual_dir(path: os.PathLike | str) -> pathlib.Path:
   if not (root / "google").is_dir():
     missing.append("google/ (Google training images)")
   elif (root / TRAIN_LIST).is_file():
-    first = _first_path(root / TRAIN_LIST)
+    first = manual_builders.first_path(root / TRAIN_LIST)
     if first and not (root / first).is_file():
       missing.append(f"{first} (first image of {TRAIN_LIST})")
   if not (root / VAL_DIR).is_dir():
     missing.append(f"{VAL_DIR}/ (validation images)")
   elif (root / VAL_LIST).is_file():
-    first = _first_path(root / VAL_LIST)
+    first = manual_builders.first_path(root / VAL_LIST)
     if first and not (root / VAL_DIR / first).is_file():
       missing.append(f"{VAL_DIR}/{first} (first image of {VAL_LIST})")
   if _imagenet_layout(root) is None:
@@ -305,14 +298,6 @@ def check_manual_dir(path: os.PathLike | str) -> pathlib.Path:
     raise streaming.missing_files_error(NAME, root, missing,
                                         MANUAL_DOWNLOAD_INSTRUCTIONS)
   return root
-
-
-def _first_path(path: pathlib.Path) -> str:
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        return line.split()[0]
-  return ""
 
 
 def read_split(manual_dir: os.PathLike | str, split: str) -> streaming.SplitTable:
@@ -335,83 +320,38 @@ def read_split(manual_dir: os.PathLike | str, split: str) -> streaming.SplitTabl
 # The TFDS builder.
 # ----------------------------------------------------------------------------
 
-_BUILDER_CLASS = None
+def _read_tables(manual_dir: os.PathLike | str) -> dict[str, streaming.SplitTable]:
+  """`read_split` of every split."""
+  return {s: read_split(manual_dir, s) for s in SPLITS}
 
 
+@functools.cache
 def _builder_class():
   """Defines (once) and returns the TFDS builder class `MiniWebVision`."""
-  global _BUILDER_CLASS
-  if _BUILDER_CLASS is not None:
-    return _BUILDER_CLASS
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  class MiniWebVision(tfds.core.GeneratorBasedBuilder):
-    """Mini-WebVision: Google images of the first 50 WebVision classes."""
-
-    name = NAME
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "train (Google, classes 0-49), val, imagenet_val."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-    def __init__(self, *, file_format=None, **kwargs):
-      # ArrayRecord by default: the streaming pipeline reads rows at random.
-      super().__init__(file_format=file_format or "array_record", **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self,
-          description="Mini-WebVision: the Google images of the first 50 "
-          "WebVision 1.0 classes (web labels), the WebVision validation "
-          "images and the ILSVRC2012 validation images of those classes.",
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Image(shape=(None, None, 3),
-                                           encoding_format="jpeg"),
-              "label": tfds.features.ClassLabel(names=class_names()),
-              "index": tfds.features.Scalar(dtype=np.int32),
-              "key": tfds.features.Text(),
-          }),
-          supervised_keys=("image", "label"),
-          homepage="https://data.vision.ee.ethz.ch/cvl/webvision/",
-          citation="@article{li2017webvision, title={WebVision Database: "
-          "Visual Learning and Understanding from Web Data}, author={Li, Wen "
-          "and Wang, Limin and Li, Wei and Agustsson, Eirikur and Van Gool, "
-          "Luc}, journal={arXiv:1708.02862}, year={2017}}",
-          disable_shuffling=True,
-          metadata=tfds.core.MetadataDict(),
-      )
-
-    def _split_generators(self, dl_manager):
-      root = check_manual_dir(dl_manager.manual_dir)
-      tables = {s: read_split(root, s) for s in SPLITS}
-      self.info.metadata["tables"] = {
-          s: {"labels": t.labels.tolist()} for s, t in tables.items()}
-      return {s: self._generate_examples(t) for s, t in tables.items()}
-
-    def _generate_examples(self, table):
-      for i in range(len(table)):
-        yield i, {
-            "image": streaming.read_image_bytes(table.full_path(i)),
-            "label": int(table.labels[i]),
-            "index": i,
-            "key": table.keys[i],
-        }
-
-  _BUILDER_CLASS = MiniWebVision
-  return MiniWebVision
+  return manual_builders.define_builder(
+      "MiniWebVision", module=__name__, name=NAME,
+      doc="Mini-WebVision: Google images of the first 50 WebVision classes.",
+      release_notes="train (Google, classes 0-49), val, imagenet_val.",
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS,
+      description="Mini-WebVision: the Google images of the first 50 "
+      "WebVision 1.0 classes (web labels), the WebVision validation images "
+      "and the ILSVRC2012 validation images of those classes.",
+      class_names=class_names,
+      homepage="https://data.vision.ee.ethz.ch/cvl/webvision/",
+      citation="@article{li2017webvision, title={WebVision Database: "
+      "Visual Learning and Understanding from Web Data}, author={Li, Wen "
+      "and Wang, Limin and Li, Wei and Agustsson, Eirikur and Van Gool, "
+      "Luc}, journal={arXiv:1708.02862}, year={2017}}",
+      check_manual_dir=check_manual_dir, read_tables=_read_tables)
 
 
-def __getattr__(name):
-  if name == "MiniWebVision":
-    return _builder_class()
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = manual_builders.lazy_getattr(__name__, "MiniWebVision",
+                                           _builder_class)
 
 
 def builder(data_dir: os.PathLike | str | None = None, **kwargs):
   """A `MiniWebVision` builder for `data_dir` (default: TFDS's data dir)."""
-  cls = _builder_class()
-  if data_dir is not None:
-    kwargs["data_dir"] = os.fspath(data_dir)
-  return cls(**kwargs)
+  return manual_builders.make_builder(_builder_class(), data_dir, **kwargs)
 
 
 def prepare(data_dir: os.PathLike | str | None = None,
@@ -421,18 +361,10 @@ def prepare(data_dir: os.PathLike | str | None = None,
   Raises:
     DataNotFoundError: not prepared and no (complete) manual dir.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  b = builder(data_dir)
-  if b.is_prepared():
-    return b
-  if manual_dir is None:
-    raise DataNotFoundError(
-        f"mini_webvision is not prepared in {b.data_dir} and no manual dir "
-        f"was given.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  check_manual_dir(manual_dir)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.fspath(manual_dir), try_download_gcs=False))
-  return b
+  return manual_builders.prepare(
+      builder(data_dir), manual_dir, title=NAME,
+      check_manual_dir=check_manual_dir,
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
 
 
 def sources(data_dir: os.PathLike | str | None = None,
@@ -443,11 +375,7 @@ def sources(data_dir: os.PathLike | str | None = None,
   `from_files=True` reads the images of `manual_dir` directly; otherwise the
   prepared TFDS dataset (prepared first if needed).
   """
-  if from_files:
-    if manual_dir is None:
-      raise DataNotFoundError("from_files=True needs the manual dir.\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {s: streaming.file_source(read_split(manual_dir, s),
-                                     name=f"{NAME}/{s}") for s in SPLITS}
-  b = prepare(data_dir, manual_dir)
-  return {s: streaming.tfds_source(b, s) for s in SPLITS}
+  return manual_builders.sources(
+      lambda: prepare(data_dir, manual_dir), manual_dir, from_files,
+      name=NAME, splits=SPLITS, read_tables=_read_tables,
+      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
