@@ -45,6 +45,15 @@ Config reference (classification task, `task="classify"`):
   eval_batch_size      global evaluation batch size.
   eval_every_epochs    evaluate the net and its EMA every so many epochs and at the end.
   log_every_steps, checkpoint_every_steps, keep_checkpoints, stop_after_steps.
+  model.batch_norm     (cnn) BatchNorm after each layer; on for (Fashion-)MNIST.
+  model.dtype          compute dtype of the network (e.g. bfloat16); params stay float32.
+
+Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream):
+  dataset.from_files   read the JPEGs of manual_dir directly instead of a TFDS dir.
+  dataset.samples_per_class  >0: class-balanced subset of the noisy train set per epoch.
+  dataset.crop_size, dataset.resize  0: the authors' sizes (224/227 crops of 256x256).
+  input.mixup_alpha    >0: mixup on the device (methods with soft labels: ce, sgn).
+  model_pretrained     torchvision ResNet weights (.npz/.pth) for the backbone.
 """
 
 from __future__ import annotations
