@@ -46,10 +46,7 @@ def measure(method_name, batch_size, args, mesh, images, labels):
       config, method, model, classification.build_optimizer(config), mesh,
       images.shape[1:], steps_per_epoch)
   state = classifier.init_state(jax.random.PRNGKey(0))
-  example_state = method.init_example_state(labels, config.num_classes)
-  if example_state:
-    state = state.replace(extra={"example_state": {
-        k: device_data.put_table(v, mesh) for k, v in example_state.items()}})
+  state = classifier.with_example_state(state, labels)
   permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
                         out_shardings=classifier.replicated)(jax.random.PRNGKey(1))
   inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),

@@ -193,6 +193,14 @@ class Classifier:
     shardings = jax.tree.map(lambda _: self.replicated, abstract)
     return jax.jit(self._init, out_shardings=shardings)(key)
 
+  def with_example_state(self, state: TrainState, train_labels: np.ndarray) -> TrainState:
+    """`state` with the method's per-example state, row-sharded like the data."""
+    tables = self.method.init_example_state(train_labels, self.config.num_classes)
+    if not tables:
+      return state
+    return state.replace(extra={"example_state": {
+        k: device_data.put_table(v, self.mesh) for k, v in tables.items()}})
+
   # ---- training ------------------------------------------------------------
   def _forward(self, params, model_state, images, train, key):
     """Network outputs and the updated model state (BatchNorm statistics when training)."""
@@ -394,10 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = classifier.init_state(jax.random.fold_in(root_key, 0))
   if config.get("model_pretrained"):
     state = load_pretrained(state, config.model_pretrained, classifier.replicated)
-  example_state = method.init_example_state(data.train_labels, data.num_classes)
-  if example_state:  # per-example state, row-sharded like the data
-    state = state.replace(extra={"example_state": {
-        k: device_data.put_table(v, mesh) for k, v in example_state.items()}})
+  state = classifier.with_example_state(state, data.train_labels)
   logging.info("parameters: %d",
                sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)))
 
@@ -429,6 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return results
 
   sync_each_step = mesh_lib.needs_step_sync(mesh)
+  eval_every = config.eval_every_epochs * steps_per_epoch
   reporter = progress.ProgressReporter(total_steps, config.batch_size, writer, first_step=step)
   pending: list[dict[str, Any]] = []
   last_train: dict[str, float] = {}
@@ -473,7 +479,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         rates = reporter.report(step, loss=summary["loss"], epoch=step / steps_per_epoch)
         writer.write_scalars(step, {f"train/{k}": v for k, v in {**summary, **rates}.items()})
 
-      eval_every = config.get("eval_every_epochs", 1) * steps_per_epoch
       if step % eval_every == 0 or step == total_steps:
         check_pending()
         with reporter.timed("eval"):

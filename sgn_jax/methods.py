@@ -168,7 +168,7 @@ class EarlyLearningRegularization(Method):
   defaults = {"beta": 0.7, "lam": 3.0}
 
   def init_example_state(self, labels, num_classes):
-    return {"targets": np.zeros((len(labels), num_classes), np.float32)}
+    return {"targets": np.asarray(baselines.elr_init_targets(len(labels), num_classes))}
 
   def loss(self, inputs):
     probs = jax.nn.softmax(inputs.outputs.astype(jnp.float32), axis=-1)
@@ -189,10 +189,9 @@ class SparseOverParameterization(Method):
     return {"u": self.args["lr_u"], "v": self.args["lr_v"]}
 
   def init_example_state(self, labels, num_classes):
-    rng = np.random.default_rng(0)
-    std = self.args["init_std"]
-    return {"u": (rng.normal(size=(len(labels), 1)) * std).astype(np.float32),
-            "v": (rng.normal(size=(len(labels), num_classes)) * std).astype(np.float32)}
+    u, v = baselines.sop_init_params(
+        jax.random.PRNGKey(0), len(labels), num_classes, std=self.args["init_std"])
+    return {"u": np.asarray(u), "v": np.asarray(v)}
 
   def loss(self, inputs):
     per_example = baselines.sop_loss(
@@ -211,7 +210,7 @@ class NoiseAttentionLearning(Method):
     return num_classes + 1
 
   def init_example_state(self, labels, num_classes):
-    return {"memory": np.eye(num_classes, dtype=np.float32)[labels]}
+    return {"memory": np.asarray(baselines.nal_init_memory(labels, num_classes))}
 
   def loss(self, inputs):
     logits = inputs.outputs[:, :inputs.num_classes].astype(jnp.float32)
