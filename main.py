@@ -4,7 +4,11 @@ Initialises multi-process JAX when the environment asks for it (see
 `sgn_jax.training.distributed`), writes the resolved config to
 WORKDIR/config.json and runs the task named by `config.task`:
 
-  classify   sgn_jax.classification.train_and_evaluate
+  classify          sgn_jax.classification.train_and_evaluate   (SGN and baselines)
+  noisy_classifier  lnrd.noisy_classifier.train_and_evaluate    (TDSM's time-dependent classifier)
+  diffusion         lnrd.diffusion.train_and_evaluate           (DSM / TDSM)
+  generate          lnrd.generate.generate                      (samples per class, npz + PNG)
+  gmm_demo          lnrd.gmm_demo.run                           (DSM vs TDSM on a 2-D mixture)
 
 Each run writes its final metrics to WORKDIR/metrics.json and TensorBoard
 summaries under WORKDIR. Override single values with `--config.key=value`.
@@ -28,12 +32,22 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and m
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+TASKS = {
+    "classify": ("sgn_jax.classification", "train_and_evaluate"),
+    "noisy_classifier": ("lnrd.noisy_classifier", "train_and_evaluate"),
+    "diffusion": ("lnrd.diffusion", "train_and_evaluate"),
+    "generate": ("lnrd.generate", "generate"),
+    "gmm_demo": ("lnrd.gmm_demo", "run"),
+}
+
+
 def _train_and_evaluate(task: str):
   """The `train_and_evaluate(config, workdir)` of `task` (imported lazily)."""
-  if task == "classify":
-    from sgn_jax import classification  # pylint: disable=g-import-not-at-top
-    return classification.train_and_evaluate
-  raise ValueError(f"config.task={task!r} is not known; allowed: ['classify']")
+  if task not in TASKS:
+    raise ValueError(f"config.task={task!r} is not known; allowed: {list(TASKS)}")
+  import importlib  # pylint: disable=g-import-not-at-top
+  module, function = TASKS[task]
+  return getattr(importlib.import_module(module), function)
 
 
 class _QuietLibraries(logging_std.Filter):

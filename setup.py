@@ -31,6 +31,7 @@ setuptools.setup(
         "tensorboard>=2.16,<2.22",
         "absl-py>=2",
         "pillow>=10",
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         "test": [

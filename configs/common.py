@@ -280,3 +280,143 @@ def streaming_config(dataset: str, arg: str | None, **arg_defaults) -> ml_collec
   config.input.flip = False
   config.input.mixup_alpha = 0.0
   return config
+
+
+# ---- diffusion (lnrd) ---------------------------------------------------------
+
+DIFFUSION_METHODS = ("dsm", "tdsm")
+DIFFUSION_TASKS = ("diffusion", "noisy_classifier", "generate")
+# Per dataset: (network arch, time-dependent classifier arch, zero-pad images to).
+DIFFUSION_ARCH = {
+    "mnist": ("ddpmpp_mnist", "cnn", 32), "fashion_mnist": ("ddpmpp_mnist", "cnn", 32),
+    "cifar10": ("ddpmpp", "resnet18", 0), "cifar100": ("ddpmpp", "resnet34", 0),
+    "gmm2d": ("mlp", "mlp", 0),
+}
+# EDM's default CIFAR augmentation (train.py): p with these probability multipliers.
+EDM_AUGMENT = dict(xflip=1e8, yflip=1.0, scale=1.0, rotate_frac=1.0, aniso=1.0,
+                   translate_frac=1.0)
+
+
+def experiment_config(dataset: str, noise_kind: str, arg: str | None,
+                      **arg_defaults) -> ml_collections.ConfigDict:
+  """A dataset/noise config file's `get_config`: classification or diffusion by method/task.
+
+  `:method=dsm|tdsm` (or `task=diffusion|noisy_classifier|generate`) selects the
+  lnrd diffusion config (`diffusion_config`); any other method is the
+  classification config (`classification_config`).
+  """
+  pre = parse_arg(arg, lazy=True, method="ce", task="")
+  if pre.task and pre.task not in DIFFUSION_TASKS + ("classify",):
+    raise ValueError(f"task={pre.task!r} is not known; allowed: "
+                     f"{['classify', *DIFFUSION_TASKS]}")
+  if pre.task in DIFFUSION_TASKS or pre.method in DIFFUSION_METHODS:
+    return diffusion_config(dataset, noise_kind, arg)
+  rest = ",".join(item for item in (arg or "").split(",")
+                  if item.split("=", 1)[0].strip() != "task")
+  return classification_config(dataset, noise_kind, rest, **arg_defaults)
+
+
+def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
+                     **arg_defaults) -> ml_collections.ConfigDict:
+  """Config of the TDSM paper's experiments: diffusion, its classifier and generation.
+
+  One config serves the whole chain, `config.task` picks the stage:
+    noisy_classifier  the time-dependent classifier (`classifier.*`)
+    diffusion         DSM or TDSM training (`method`, `network.*`, `tdsm.*`)
+    generate          samples per class from a trained run (`generate.*`)
+
+  Arguments: method (dsm | tdsm), task, rate, seed, kimg (diffusion duration),
+  classifier_kimg, estimator, classifier_dir, subset, source, convention.
+  """
+  arch, classifier_arch, pad_to = DIFFUSION_ARCH[dataset]
+  is_image = dataset != "gmm2d"
+  default_rate = {"none": 0.0, "sym": 0.4, "asym": 0.4}[noise_kind]
+  defaults = dict(
+      method="tdsm", task="diffusion", rate=default_rate, seed=0,
+      kimg=200_000.0 if is_image else 500.0,
+      classifier_kimg=20_000.0 if is_image else 200.0,
+      estimator="sampled", classifier_dir="", subset=0,
+      source="tfds" if is_image else "gmm", convention="tdsm")
+  defaults.update(arg_defaults)
+  args = parse_arg(arg, **defaults)
+  if args.method not in DIFFUSION_METHODS:
+    raise ValueError(f"method={args.method!r} is not a diffusion method; allowed: "
+                     f"{list(DIFFUSION_METHODS)}")
+  if args.task not in DIFFUSION_TASKS:
+    raise ValueError(f"task={args.task!r}; allowed: {list(DIFFUSION_TASKS)}")
+  # Data and noise: the classification config's fields, TDSM's convention.
+  base = classification_config(
+      dataset, noise_kind, f"rate={args.rate},seed={args.seed},subset={args.subset},"
+      f"source={args.source},convention={args.convention}")
+  config = ml_collections.ConfigDict()
+  config.task = args.task
+  config.method = args.method
+  config.seed = args.seed
+  config.dataset = base.dataset
+  config.dataset.val_fraction = 0.0
+  config.noise = base.noise
+  config.num_classes = NUM_CLASSES[dataset]
+  config.pad_to = pad_to
+  config.conditional = True
+
+  config.precond = ml_collections.ConfigDict(dict(
+      kind="edm", sigma_data=0.5 if is_image else 1.5, p_mean=-1.2, p_std=1.2))
+  config.network = ml_collections.ConfigDict()
+  config.network.arch = arch
+  config.network.dropout = 0.13 if is_image else 0.0
+  config.network.hidden = (256, 256, 256)  # mlp only
+  config.network.overrides = ml_collections.ConfigDict()  # e.g. model_channels for tiny runs
+  config.augment = ml_collections.ConfigDict(dict(p=0.12 if is_image else 0.0, **EDM_AUGMENT))
+
+  config.tdsm = ml_collections.ConfigDict()
+  config.tdsm.estimator = args.estimator  # exact | official | topk | sampled
+  config.tdsm.num_samples = 1  # sampled: m
+  config.tdsm.top_k = 2  # topk: k
+  config.tdsm.tau = 0.01  # official: skip threshold
+  config.tdsm.weight_form = "released"  # released | paper
+  config.tdsm.weight_source = "classifier"  # classifier | exact (gmm2d only)
+  config.tdsm.classifier_dir = args.classifier_dir  # workdir of the noisy_classifier run
+  config.tdsm.use_clean_prior = False  # S from T with the clean class counts (else uniform)
+
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_kimg=10_000.0 if is_image else 20.0, beta1=0.9, beta2=0.999,
+      eps=1e-8))
+  config.batch_size = 512 if is_image else 256
+  config.duration_kimg = args.kimg
+  config.ema_halflife_kimg = 500.0 if is_image else 5.0
+  config.ema_rampup_ratio = 0.05
+  config.snapshot_every_kimg = 5_000.0 if is_image else 100.0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 5_000
+  config.keep_checkpoints = 3
+  config.stop_after_steps = 0
+
+  config.sample = ml_collections.ConfigDict(dict(
+      num_steps=18, rho=7.0, s_churn=0.0, s_min=0.0, s_max=1e9, s_noise=1.0, solver="heun",
+      grid_per_class=8))
+  config.sample.sigma_min = ml_collections.config_dict.placeholder(float)
+  config.sample.sigma_max = ml_collections.config_dict.placeholder(float)
+
+  config.classifier = ml_collections.ConfigDict()
+  config.classifier.arch = classifier_arch
+  config.classifier.kwargs = ml_collections.ConfigDict()
+  config.classifier.transition = "known"  # known | learned (VolMinNet) | none (noisy target)
+  config.classifier.volmin_weight = 1e-4
+  config.classifier.batch_size = 512 if is_image else 256
+  config.classifier.eval_batch_size = 1000 if is_image else 512
+  config.classifier.duration_kimg = args.classifier_kimg
+  config.classifier.eval_every_kimg = 2_000.0 if is_image else 50.0
+  config.classifier.log_every_steps = 100
+  config.classifier.checkpoint_every_steps = 5_000
+  config.classifier.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_kimg=1_000.0 if is_image else 10.0, beta1=0.9, beta2=0.999,
+      eps=1e-8))
+
+  config.generate = ml_collections.ConfigDict()
+  config.generate.run_dir = ""  # the diffusion run's workdir (its config.json + checkpoints)
+  config.generate.per_class = 10
+  config.generate.batch_size = 256
+  config.generate.other_run_dir = ""  # affine mix D = (1+lam) D_run - lam D_other
+  config.generate.affine_lambda = 0.0
+  config.generate.seed = 0
+  return config

@@ -3,11 +3,14 @@ r"""mnist classification with asym label noise.
     python main.py --config=configs/mnist_asym.py --workdir=WORKDIR
     python main.py --config=configs/mnist_asym.py:method=ce,rate=0.4,seed=1 --workdir=WORKDIR
 
-Arguments after the colon: see `configs.common.classification_config`.
+Classification (SGN and baselines) by default; `:method=dsm|tdsm` trains a diffusion model
+(TDSM paper), `:task=noisy_classifier` its time-dependent classifier, `:task=generate`
+samples. Arguments after the colon: see `configs.common.classification_config` and
+`configs.common.diffusion_config`.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  return common.classification_config("mnist", "asym", arg)
+  return common.experiment_config("mnist", "asym", arg)

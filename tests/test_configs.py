@@ -23,7 +23,8 @@ def test_all_required_config_files_exist():
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_config_loads_and_validates(name):
-  config = importlib.import_module(f"configs.{name}").get_config()
+  arg = "method=ce" if name == "gmm2d" else None  # gmm2d's default is the DSM/TDSM demo
+  config = importlib.import_module(f"configs.{name}").get_config(arg)
   assert isinstance(config, ml_collections.ConfigDict)
   assert config.task == "classify"
   classification.validate_config(config)
@@ -91,3 +92,45 @@ def test_asymmetric_noise_of_a_dataset_without_pairs_is_rejected():
   config.noise.kind = "asym"
   with pytest.raises(ValueError, match="gmm2d"):
     classification.validate_config(config)
+
+
+DIFFUSION_FILES = ["mnist_sym", "mnist_asym", "fashion_mnist_sym", "fashion_mnist_asym",
+                   "cifar10_sym", "cifar10_asym", "cifar100_sym", "cifar100_asym", "gmm2d"]
+
+
+@pytest.mark.parametrize("name", DIFFUSION_FILES)
+def test_diffusion_configs_follow_the_tdsm_paper(name):
+  from lnrd import diffusion  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"configs.{name}")
+  dsm = module.get_config("method=dsm,task=diffusion")
+  assert (dsm.task, dsm.method) == ("diffusion", "dsm")
+  diffusion.validate_config(dsm)
+  tdsm = module.get_config("method=tdsm,task=diffusion")
+  assert tdsm.noise.convention == "tdsm" and tdsm.tdsm.estimator == "sampled"
+  assert tdsm.tdsm.weight_form == "released" and tdsm.tdsm.tau == 0.01
+  assert module.get_config("task=noisy_classifier").task == "noisy_classifier"
+  if name == "gmm2d":
+    assert module.get_config().task == "gmm_demo"
+    return
+  dataset = dsm.dataset.name
+  arch = {"mnist": "ddpmpp_mnist", "fashion_mnist": "ddpmpp_mnist"}.get(dataset, "ddpmpp")
+  assert dsm.network.arch == arch and dsm.network.dropout == 0.13
+  assert dsm.precond.kind == "edm" and dsm.precond.sigma_data == 0.5
+  assert (dsm.precond.p_mean, dsm.precond.p_std) == (-1.2, 1.2)
+  assert dsm.batch_size == 512 and dsm.duration_kimg == 200_000
+  assert dsm.optim.learning_rate == 1e-3 and dsm.optim.warmup_kimg == 10_000
+  assert dsm.ema_halflife_kimg == 500 and dsm.ema_rampup_ratio == 0.05
+  assert dsm.augment.p == 0.12 and dsm.augment.xflip == 1e8
+  assert (dsm.sample.num_steps, dsm.sample.rho, dsm.sample.s_churn) == (18, 7.0, 0.0)
+  assert dsm.pad_to == (32 if "mnist" in dataset else 0)
+  assert dsm.classifier.arch == {"cifar10": "resnet18", "cifar100": "resnet34"}.get(dataset, "cnn")
+
+
+def test_diffusion_arguments_are_checked():
+  from configs import cifar100_asym  # pylint: disable=g-import-not-at-top
+  config = cifar100_asym.get_config("method=tdsm,estimator=topk,kimg=100")
+  assert config.tdsm.estimator == "topk" and config.duration_kimg == 100.0
+  with pytest.raises(ValueError, match="unknown config argument 'epochs'"):
+    cifar100_asym.get_config("method=tdsm,epochs=3")
+  with pytest.raises(ValueError, match="task='train'"):
+    cifar100_asym.get_config("task=train")

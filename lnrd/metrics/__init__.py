@@ -1,0 +1,1 @@
+"""Sample-quality metrics of generated data (see each module)."""

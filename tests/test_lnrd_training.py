@@ -1,0 +1,206 @@
+"""lnrd trainers end to end on small data: classifier -> DSM/TDSM -> generate, resume, devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import gmm2d
+from configs import mnist_sym
+from lnrd import diffusion
+from lnrd import generate
+from lnrd import noisy_classifier
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE = jax.devices()[:1]
+
+
+def _gmm(arg="", **overrides):
+  config = gmm2d.get_config(f"task=diffusion,{arg}" if "task=" not in arg else arg)
+  config.dataset.gmm.num_train = 2048
+  config.dataset.gmm.num_test = 512
+  config.network.hidden = (32, 32)
+  config.classifier.kwargs = {"hidden": 32, "num_layers": 2}
+  config.batch_size = 64
+  config.classifier.batch_size = 64
+  config.classifier.eval_batch_size = 256
+  config.duration_kimg = 0.64  # 10 steps
+  config.classifier.duration_kimg = 0.64
+  config.classifier.eval_every_kimg = 0.64
+  config.snapshot_every_kimg = 100.0
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 5
+  config.optim.warmup_kimg = 0.1
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("cls"))
+  metrics = noisy_classifier.train_and_evaluate(_gmm("task=noisy_classifier"), workdir, ONE)
+  assert metrics["completed"] == 1.0 and np.isfinite(metrics["train/loss"])
+  return workdir
+
+
+def _history(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def test_classifier_export_round_trip(classifier_dir):
+  bundle = noisy_classifier.load_export(classifier_dir)
+  x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+  probs = np.asarray(bundle.probs(x, np.full(7, 0.5, np.float32)))
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  assert bundle.transition.shape == (4, 4) and not bundle.learned
+  np.testing.assert_allclose(np.diag(bundle.transition), 0.6, rtol=1e-6)  # 40% symmetric
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "official", "exact", "topk"])
+def test_tdsm_trains_with_each_estimator(tmp_path, classifier_dir, estimator):
+  config = _gmm(f"method=tdsm,estimator={estimator}", **{"tdsm.classifier_dir": classifier_dir})
+  metrics = diffusion.train_and_evaluate(config, str(tmp_path), ONE)
+  assert metrics["completed"] == 1.0 and np.isfinite(metrics["train/loss"])
+  assert 0 < metrics["train/weight_of_given_label"] <= 1
+
+
+def test_tdsm_with_learned_transition_classifier(tmp_path):
+  cls_dir = str(tmp_path / "cls")
+  noisy_classifier.train_and_evaluate(
+      _gmm("task=noisy_classifier", **{"classifier.transition": "learned"}), cls_dir, ONE)
+  bundle = noisy_classifier.load_export(cls_dir)
+  assert bundle.learned
+  np.testing.assert_allclose(bundle.transition.sum(1), 1.0, rtol=1e-5)
+  config = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir, "tdsm.weight_form": "paper"})
+  metrics = diffusion.train_and_evaluate(config, str(tmp_path / "tdsm"), ONE)
+  assert np.isfinite(metrics["train/loss"])
+
+
+def test_resume_is_bit_identical(tmp_path, classifier_dir):
+  config = _gmm("method=tdsm", **{"tdsm.classifier_dir": classifier_dir})
+  full = str(tmp_path / "full")
+  diffusion.train_and_evaluate(config, full, ONE)
+  parts = str(tmp_path / "parts")
+  first = _gmm("method=tdsm", stop_after_steps=5, **{"tdsm.classifier_dir": classifier_dir})
+  assert diffusion.train_and_evaluate(first, parts, ONE)["completed"] == 0.0
+  assert diffusion.train_and_evaluate(config, parts, ONE)["completed"] == 1.0
+  run_config = config
+  _, full_vars, _ = diffusion.restore_ema_params(run_config, full, diffusion_mesh())
+  _, part_vars, _ = diffusion.restore_ema_params(run_config, parts, diffusion_mesh())
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(full_vars),
+               jax.device_get(part_vars))
+
+
+def diffusion_mesh():
+  from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  return mesh_lib.create_mesh(ONE)
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path, classifier_dir):
+  config = _gmm("method=tdsm", log_every_steps=1, **{"tdsm.classifier_dir": classifier_dir})
+  diffusion.train_and_evaluate(config, str(tmp_path / "one"), ONE)
+  diffusion.train_and_evaluate(config, str(tmp_path / "eight"), jax.devices()[:8])
+  one, eight = _history(str(tmp_path / "one")), _history(str(tmp_path / "eight"))
+  assert len(one) == 10
+  np.testing.assert_allclose(one, eight, rtol=2e-4)
+
+
+def test_generate_writes_samples_and_affine_mix(tmp_path):
+  run_dir = str(tmp_path / "dsm")
+  config = _gmm("method=dsm")
+  diffusion.train_and_evaluate(config, run_dir, ONE)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:  # main.py writes it
+    f.write(config.to_json())
+  gen = _gmm("method=dsm,task=generate")
+  gen.generate.run_dir = run_dir
+  gen.generate.per_class = 3
+  gen.generate.batch_size = 8
+  out = str(tmp_path / "gen")
+  result = generate.generate(gen, out, ONE)
+  assert result["num_samples"] == 12
+  data = np.load(os.path.join(out, "samples.npz"))
+  assert data["images"].shape == (12, 2)
+  np.testing.assert_array_equal(data["labels"], np.repeat(np.arange(4), 3))
+  assert os.path.getsize(os.path.join(out, "samples.png")) > 1000
+  # Affine mix with the same network: (1 + lam) D - lam D = D, so the same samples.
+  gen.generate.other_run_dir = run_dir
+  gen.generate.affine_lambda = 0.7
+  mixed = generate.generate(gen, str(tmp_path / "mixed"), ONE)
+  assert mixed["num_samples"] == 12
+  np.testing.assert_allclose(np.load(os.path.join(tmp_path / "mixed", "samples.npz"))["images"],
+                             data["images"], atol=1e-4)
+
+
+def test_bad_configs_fail_before_compute(tmp_path):
+  with pytest.raises(ValueError, match="classifier_dir.*task=noisy_classifier"):
+    diffusion.train_and_evaluate(_gmm("method=tdsm"), str(tmp_path), ONE)
+  with pytest.raises(FileNotFoundError, match="time_classifier.*not found"):
+    diffusion.train_and_evaluate(_gmm("method=tdsm", **{"tdsm.classifier_dir": str(tmp_path)}),
+                                 str(tmp_path), ONE)
+  with pytest.raises(ValueError, match="tdsm.estimator='mean'"):
+    diffusion.validate_config(_gmm("method=tdsm", **{"tdsm.estimator": "mean"}))
+  with pytest.raises(ValueError, match="weight_source='exact' needs"):
+    config = mnist_sym.get_config("method=tdsm")
+    config.tdsm.weight_source = "exact"
+    diffusion.validate_config(config)
+  with pytest.raises(ValueError, match="noise.rate"):
+    diffusion.validate_config(_gmm("method=dsm", **{"noise.rate": 1.2}))
+  with pytest.raises(ValueError, match="method='sgn' is not a diffusion method"):
+    mnist_sym.get_config("method=sgn,task=diffusion")
+  with pytest.raises(ValueError, match="generate.run_dir"):
+    generate.generate(_gmm("task=generate"), str(tmp_path), ONE)
+  assert not os.listdir(tmp_path) or "checkpoints" not in os.listdir(tmp_path)
+
+
+def test_mnist_unet_tdsm_step_with_augmentation(tmp_path, shared_data):
+  """Real MNIST through the image path: padding to 32x32, EDM augmentation with
+  augment labels, a (shrunk) DDPM++ UNet, the CNN classifier, a sample grid."""
+  base = ("source=idx,subset=128,kimg=0.064,classifier_kimg=0.064")
+  def shrink(config):
+    config.dataset.path = str(shared_data / "mnist")
+    config.network.overrides = {"model_channels": 8, "channel_mult": (1, 1), "num_blocks": 1,
+                                "attn_resolutions": (16,)}
+    config.batch_size = 16
+    config.classifier.batch_size = 16
+    config.classifier.eval_batch_size = 1000
+    config.classifier.eval_every_kimg = 1.0
+    config.optim.warmup_kimg = 0.1
+    config.log_every_steps = 2
+    config.snapshot_every_kimg = 0.032
+    config.sample.num_steps = 2
+    config.sample.grid_per_class = 1
+    return config
+  cls_dir = str(tmp_path / "cls")
+  noisy_classifier.train_and_evaluate(shrink(mnist_sym.get_config(f"task=noisy_classifier,{base}")),
+                                      cls_dir, ONE)
+  config = shrink(mnist_sym.get_config(f"method=tdsm,{base},classifier_dir={cls_dir}"))
+  assert config.augment.p == 0.12 and config.pad_to == 32
+  metrics = diffusion.train_and_evaluate(config, str(tmp_path / "tdsm"), ONE)
+  assert metrics["step"] == 4 and np.isfinite(metrics["train/loss"])
+  grids = sorted(os.listdir(tmp_path / "tdsm" / "samples"))
+  assert grids == ["step_00000002.png", "step_00000004.png"]
+
+
+def test_quick_start_demo_runs(tmp_path):
+  workdir = str(tmp_path / "demo")
+  cmd = [sys.executable, os.path.join(REPO, "main.py"),
+         f"--config={os.path.join(REPO, 'configs/gmm2d.py')}:kimg=6.4,classifier_kimg=6.4",
+         "--config.demo.samples_per_class=200", f"--workdir={workdir}"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["dsm/sw_mean"] > 0 and metrics["tdsm/sw_mean"] > 0
+  for name in ("weight_contours.png", "samples.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 10_000
