@@ -48,6 +48,31 @@ Config reference (classification task, `task="classify"`):
   model.batch_norm     (cnn) BatchNorm after each layer; on for (Fashion-)MNIST.
   model.dtype          compute dtype of the network (e.g. bfloat16); params stay float32.
 
+Diffusion (`diffusion_config`; `:method=dsm|tdsm`, tasks noisy_classifier,
+diffusion, generate; the dataset/noise keys are as above):
+  method               dsm (plain DSM on the noisy labels) | tdsm.
+  pad_to               zero-pad images to this size (MNIST: 32); conditional.
+  precond.*            kind edm|vp|ve, sigma_data, p_mean, p_std (lnrd.edm).
+  network.*            arch ddpmpp|ddpmpp_mnist|ncsnpp|adm|mlp, dropout, size overrides
+                       model_channels / channel_mult / num_blocks / attn_resolutions,
+                       overrides.* (any other preset argument), hidden (mlp).
+  augment.*            EDM augmentation: p (0 = off) and per-transform multipliers.
+  tdsm.*               estimator exact|official|topk|sampled, num_samples (m), top_k,
+                       tau, weight_form released|paper, weight_source classifier|exact
+                       (exact: the 2-D mixture's posteriors), classifier_dir (the
+                       noisy_classifier run), use_clean_prior.
+  optim.*              Adam learning_rate, warmup_kimg (linear ramp), beta1, beta2, eps.
+  batch_size, duration_kimg, ema_halflife_kimg, ema_rampup_ratio,
+  snapshot_every_kimg (sample grids), log/checkpoint intervals, stop_after_steps.
+  sample.*             EDM sampler: num_steps, rho, s_churn, s_min, s_max, s_noise,
+                       solver heun|euler, sigma_min/max (None: the preconditioning's),
+                       grid_per_class.
+  classifier.*         the time-dependent classifier: arch cnn|resnet18|resnet34|mlp,
+                       transition known|learned|none, volmin_weight, batch_size,
+                       duration_kimg, eval_every_kimg, optim.*.
+  generate.*           run_dir (a diffusion workdir), per_class, batch_size, seed,
+                       other_run_dir + affine_lambda (affine mix of two networks).
+
 Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream):
   dataset.from_files   read the JPEGs of manual_dir directly instead of a TFDS dir.
   dataset.samples_per_class  >0: class-balanced subset of the noisy train set per epoch.
@@ -365,7 +390,11 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
   config.network.arch = arch
   config.network.dropout = 0.13 if is_image else 0.0
   config.network.hidden = (256, 256, 256)  # mlp only
-  config.network.overrides = ml_collections.ConfigDict()  # e.g. model_channels for tiny runs
+  # U-Net size overrides of the preset (None: the preset's value), e.g. for CPU runs.
+  for key, kind in (("model_channels", int), ("channel_mult", tuple), ("num_blocks", int),
+                    ("attn_resolutions", tuple)):
+    config.network[key] = ml_collections.config_dict.placeholder(kind)
+  config.network.overrides = ml_collections.ConfigDict()  # any other preset argument
   config.augment = ml_collections.ConfigDict(dict(p=0.12 if is_image else 0.0, **EDM_AUGMENT))
 
   config.tdsm = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from lnrd import edm
@@ -105,18 +106,13 @@ def build_network(config, input_shape, num_classes: int, augment_dim: int) -> nn
                                hidden=tuple(net.hidden), dropout=net.dropout)
   from lnrd import networks  # pylint: disable=g-import-not-at-top
   overrides = dict(net.get("overrides", {}) or {})
+  for key in ("model_channels", "channel_mult", "num_blocks", "attn_resolutions"):
+    if net.get(key) is not None:
+      overrides[key] = tuple(net[key]) if isinstance(net[key], (list, tuple)) else net[key]
   return networks.get_network(
       net.arch, img_resolution=input_shape[0], in_channels=input_shape[-1],
       out_channels=input_shape[-1], label_dim=label_dim, augment_dim=augment_dim,
       dropout=net.dropout, **overrides)
-
-
-def build_augment(config, input_shape):
-  """EDM's augmentation pipe for images when augment.p > 0, else None."""
-  if len(input_shape) != 3 or config.augment.p <= 0:
-    return None
-  from lnrd import augment  # pylint: disable=g-import-not-at-top
-  return augment.from_config(config.augment)
 
 
 @dataclasses.dataclass
@@ -168,7 +164,7 @@ class Diffusion:
     self.steps_per_epoch = steps_per_epoch
     self.precond = edm.get_preconditioning(
         config.precond.kind, **{k: v for k, v in config.precond.items() if k != "kind"})
-    self.augment = build_augment(config, self.input_shape)
+    self.augment = train_loop.build_augment(config, self.input_shape)
     augment_dim = self.augment.augment_dim if self.augment is not None else 0
     self.augment_dim = augment_dim
     self.model = build_network(config, self.input_shape, num_classes, augment_dim)
@@ -247,12 +243,11 @@ class Diffusion:
 
     (loss, (sigma, w_given)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    params = optax.apply_updates(state.params, updates)
     nimg = (state.step + 1).astype(jnp.float32) * cfg.batch_size
     decay = ema.edm_ema_decay(nimg, cfg.batch_size, cfg.ema_halflife_kimg, cfg.ema_rampup_ratio)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema.ema_update(state.ema_params, params, decay))
-    import optax  # pylint: disable=g-import-not-at-top
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
                "weight_of_given_label": w_given.mean(), "ema_decay": decay,
                "sigma_median": jnp.median(sigma)}

@@ -100,6 +100,8 @@ class NoisyLabelClassifier:
     self.precond = edm.get_preconditioning(
         config.precond.kind, **{k: v for k, v in config.precond.items() if k != "kind"})
     self.tx = train_loop.adam_with_warmup(c.optim, c.batch_size)
+    # The authors train the classifier on EDM-augmented images with their augment labels.
+    self.augment = train_loop.build_augment(config, self.input_shape)
     self.replicated = mesh_lib.replicated(mesh)
 
   def init_state(self, key) -> TrainState:
@@ -122,27 +124,33 @@ class NoisyLabelClassifier:
       return time_classifier.volmin_transition(params["theta"])
     return self.known_transition
 
-  def _apply(self, params, model_state, x_t, sigma, train):
+  def _apply(self, params, model_state, x_t, sigma, train, augment_labels=None):
     variables = {"params": params["net"], **model_state}
     if train and model_state:
       logits, updates = self.model.apply(variables, x_t, sigma, train=True,
+                                         augment_labels=augment_labels,
                                          mutable=list(model_state))
       return logits, updates
-    return self.model.apply(variables, x_t, sigma, train=train), model_state
+    return self.model.apply(variables, x_t, sigma, train=train,
+                            augment_labels=augment_labels), model_state
 
   def train_step(self, state: TrainState, inputs):
     cfg = self.config
     c = cfg.classifier
     key = jax.random.fold_in(state.rng, state.step)
-    sigma_key, noise_key = jax.random.split(key)
+    sigma_key, noise_key, augment_key = jax.random.split(key, 3)
     images, labels, _ = train_loop.draw_batch(inputs, state.step, self.steps_per_epoch,
                                               c.batch_size, self.mesh)
     clean = train_loop.to_model_range(images, cfg.get("pad_to", 0))
+    augment_labels = None
+    if self.augment is not None:
+      clean, augment_labels = self.augment(augment_key, clean)
     sigma = self.precond.sample_sigma(sigma_key, (clean.shape[0],))
     x_t = edm.add_noise(noise_key, clean, sigma)
 
     def loss_fn(params):
-      logits, model_state = self._apply(params, state.model_state, x_t, sigma, train=True)
+      logits, model_state = self._apply(params, state.model_state, x_t, sigma, train=True,
+                                        augment_labels=augment_labels)
       transition = self.transition(params)
       nll = time_classifier.forward_corrected_nll(logits, labels, transition).mean()
       loss = nll

@@ -80,6 +80,14 @@ def to_model_range(images: jax.Array, pad_to: int = 0) -> jax.Array:
   return x
 
 
+def build_augment(config, input_shape):
+  """EDM's augmentation pipe (`config.augment`) for images when augment.p > 0, else None."""
+  if len(input_shape) != 3 or config.augment.p <= 0:
+    return None
+  from lnrd import augment  # pylint: disable=g-import-not-at-top
+  return augment.from_config(config.augment.to_dict())
+
+
 def num_params(tree) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree.leaves(tree)))
 

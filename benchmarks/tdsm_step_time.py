@@ -1,0 +1,155 @@
+r"""Train-step time of DSM and of TDSM with each estimator, C = 10 and C = 100, side by side.
+
+    python benchmarks/tdsm_step_time.py                               # CPU-sized U-Net
+    python benchmarks/tdsm_step_time.py --arch=ddpmpp --resolution=32 --channels=3 \
+        --model_channels=0 --batch_size=512 --steps=20 --json=/tmp/tdsm_steps.json   # GPU, CIFAR
+
+Every row runs the real jitted, state-donating `lnrd.diffusion.Diffusion.train_step`
+(device-resident data, EDM augmentation, sigma and noise, the time-dependent
+classifier's forward pass and the transition-aware weights for TDSM, the loss,
+backward, Adam and EMA) with the SAME network and batch; only the loss differs:
+
+  dsm               plain DSM on the given labels
+  tdsm/sampled      default TDSM estimator (m = 1: one pass with gradient + one forward)
+  tdsm/official     released code's form (1 pass with gradient + C forward, tau = 0.01)
+  tdsm/topk         k = 2 heaviest labels, gradient through both
+  tdsm/exact        all C labels with gradient
+
+The classifier is the TDSM MNIST CNN (or ResNet-18 with --classifier=resnet18) with
+random weights and 40% symmetric noise; C changes the label embedding and the
+classifier head only. Reported: compile seconds, median ms/step over --repeats
+windows of --steps steps, images/s and the ratio to DSM at the same C. On a CPU
+compare the ratios only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lnrd import diffusion  # pylint: disable=wrong-import-position
+from lnrd import time_classifier  # pylint: disable=wrong-import-position
+from lnrd import weights as weights_lib  # pylint: disable=wrong-import-position
+from sgn_jax import noise  # pylint: disable=wrong-import-position
+from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
+from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
+
+ROWS = (("dsm", "dsm", None), ("tdsm/sampled", "tdsm", "sampled"),
+        ("tdsm/official", "tdsm", "official"), ("tdsm/topk", "tdsm", "topk"),
+        ("tdsm/exact", "tdsm", "exact"))
+
+
+def weight_model(args, num_classes, shape):
+  module = time_classifier.get_time_classifier(args.classifier, num_classes)
+  variables = module.init(jax.random.PRNGKey(3), np.zeros((1,) + shape, np.float32),
+                          np.ones((1,), np.float32))
+  transition = noise.symmetric_transition(num_classes, 0.4, include_true_class=False)
+  return diffusion.WeightModel(
+      "released", weights_lib.transition_constants(transition),
+      lambda x_t, sigma: jax.nn.softmax(module.apply(variables, x_t, sigma, train=False)))
+
+
+def measure(name, method, estimator, num_classes, args, mesh, images, labels):
+  config = common.diffusion_config("cifar10", "sym", f"method={method}")
+  config.num_classes = num_classes
+  config.network.arch = args.arch
+  overrides = {}
+  if args.model_channels:
+    overrides = dict(model_channels=args.model_channels, channel_mult=(1, 2),
+                     num_blocks=1, attn_resolutions=(args.resolution // 2,))
+  config.network.overrides = overrides
+  config.batch_size = args.batch_size
+  config.pad_to = 0
+  if estimator:
+    config.tdsm.estimator = estimator
+  shape = images.shape[1:]
+  model = weight_model(args, num_classes, shape) if method == "tdsm" else None
+  run = diffusion.Diffusion(config, mesh, shape, num_classes, len(labels) // args.batch_size,
+                            model)
+  state = run.init_state(jax.random.PRNGKey(0))
+  permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
+                        out_shardings=run.replicated)(jax.random.PRNGKey(1))
+  inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
+            "train_labels": device_data.put_table(labels, mesh)}
+  step = jax.jit(run.train_step, donate_argnums=0)
+  sync = mesh_lib.needs_step_sync(mesh)
+  start = time.perf_counter()
+  state, metrics = step(state, inputs)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  for _ in range(args.warmup):
+    state, metrics = step(state, inputs)
+  jax.block_until_ready(metrics)
+  windows = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = step(state, inputs)
+      if sync:
+        jax.block_until_ready(metrics)
+    jax.block_until_ready(metrics)
+    windows.append((time.perf_counter() - start) / args.steps)
+  seconds = statistics.median(windows)
+  return {"name": name, "num_classes": num_classes, "compile_s": compile_s,
+          "ms_per_step": seconds * 1e3, "images_per_s": args.batch_size / seconds,
+          "loss": float(metrics["loss"])}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--arch", default="ddpmpp_mnist")
+  parser.add_argument("--model_channels", type=int, default=16,
+                      help="shrink the U-Net (channel_mult (1,2), 1 block); 0: the preset")
+  parser.add_argument("--resolution", type=int, default=32)
+  parser.add_argument("--channels", type=int, default=1)
+  parser.add_argument("--classifier", default="cnn")
+  parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--num_classes", default="10,100")
+  parser.add_argument("--rows", default=",".join(r[0] for r in ROWS))
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--json", default="")
+  args = parser.parse_args()
+  mesh = mesh_lib.create_mesh()
+  rng = np.random.default_rng(0)
+  n = max(4 * args.batch_size, 256)
+  images = rng.integers(0, 256, size=(n, args.resolution, args.resolution, args.channels),
+                        dtype=np.uint8)
+  wanted = args.rows.split(",")
+  results = []
+  print(f"# {jax.devices()[0].device_kind} x{len(jax.devices())}, {platform.node()}, "
+        f"jax {jax.__version__}, arch {args.arch} (model_channels {args.model_channels or 'preset'}), "
+        f"batch {args.batch_size}, classifier {args.classifier}", flush=True)
+  print("| C | row | compile s | ms/step | img/s | vs DSM |\n| --- | --- | --- | --- | --- | --- |",
+        flush=True)
+  for c in (int(v) for v in args.num_classes.split(",")):
+    labels = rng.integers(0, c, size=n).astype(np.int32)
+    base = None
+    for name, method, estimator in ROWS:
+      if name not in wanted:
+        continue
+      r = measure(name, method, estimator, c, args, mesh, images, labels)
+      base = base or (r["ms_per_step"] if name == "dsm" else None)
+      r["ratio_to_dsm"] = r["ms_per_step"] / base if base else float("nan")
+      results.append(r)
+      print(f"| {c} | {name} | {r['compile_s']:.1f} | {r['ms_per_step']:.1f} | "
+            f"{r['images_per_s']:.1f} | {r['ratio_to_dsm']:.2f} |", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"args": vars(args), "device": jax.devices()[0].device_kind,
+                 "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
