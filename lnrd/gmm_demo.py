@@ -32,23 +32,13 @@ from absl import logging
 from lnrd import diffusion as diffusion_lib
 from lnrd import noisy_classifier
 from lnrd import plots
+from lnrd import train_loop
 from lnrd import weights as weights_lib
 from lnrd.metrics import sliced_wasserstein
 from sgn_jax import train_data
 from sgn_jax.data import gmm as gmm_lib
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
-
-
-def _stage_config(config, **changes) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(config.to_dict())
-  for dotted, value in changes.items():
-    node = cfg
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
 
 
 def mixture_of(config) -> gmm_lib.GaussianMixture2D:
@@ -67,7 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   paths = {name: os.path.join(workdir, name)
            for name in ("classifier", "dsm", "tdsm", "tdsm_exact")}
 
-  cls_config = _stage_config(config, task="noisy_classifier")
+  cls_config = train_loop.with_overrides(config, task="noisy_classifier")
   cls_metrics = noisy_classifier.train_and_evaluate(cls_config, paths["classifier"], devices)
   stages = [("dsm", dict(method="dsm")),
             ("tdsm", dict(method="tdsm", **{"tdsm.weight_source": "classifier",
@@ -82,7 +72,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   results: dict[str, Any] = {"classifier": cls_metrics}
   samples_by_stage = {}
   for name, changes in stages:
-    stage_config = _stage_config(config, task="diffusion", **changes)
+    stage_config = train_loop.with_overrides(config, task="diffusion", **changes)
     train_metrics = diffusion_lib.train_and_evaluate(stage_config, paths[name], devices)
     diffusion, params, _ = diffusion_lib.restore_ema_params(stage_config, paths[name], mesh)
     samples = diffusion.sample(params, labels, sample_key, config.sample)

@@ -88,6 +88,19 @@ def build_augment(config, input_shape):
   return augment.from_config(config.augment.to_dict())
 
 
+def with_overrides(config, **dotted):
+  """A copy of `config` with `a.b.c=value` overrides given as keyword `**{"a.b.c": value}`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  copy = ml_collections.ConfigDict(config.to_dict())
+  for key, value in dotted.items():
+    node = copy
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return copy
+
+
 def num_params(tree) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree.leaves(tree)))
 

@@ -14,6 +14,7 @@ from configs import mnist_sym
 from lnrd import diffusion
 from lnrd import generate
 from lnrd import noisy_classifier
+from lnrd import train_loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE = jax.devices()[:1]
@@ -35,13 +36,7 @@ def _gmm(arg="", **overrides):
   config.log_every_steps = 5
   config.checkpoint_every_steps = 5
   config.optim.warmup_kimg = 0.1
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return train_loop.with_overrides(config, **overrides)
 
 
 @pytest.fixture(scope="module")
