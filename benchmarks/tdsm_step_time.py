@@ -16,8 +16,11 @@ backward, Adam and EMA) with the SAME network and batch; only the loss differs:
   tdsm/exact        all C labels with gradient
 
 The classifier is the TDSM MNIST CNN (or ResNet-18 with --classifier=resnet18) with
-random weights and 40% symmetric noise; C changes the label embedding and the
-classifier head only. Reported: compile seconds, median ms/step over --repeats
+random weights and 40% symmetric noise, or (C = 10, --classifier_dir) a trained
+noisy-label classifier on real digits (--data): a random classifier gives
+near-uniform weights, the worst case for `sampled` (its forward pass then runs on
+the whole batch); a trained one is confident except at high sigma. C changes the
+label embedding and the classifier head only. Reported: compile seconds, median ms/step over --repeats
 windows of --steps steps, images/s and the ratio to DSM at the same C. On a CPU
 compare the ratios only.
 """
@@ -50,6 +53,11 @@ ROWS = (("dsm", "dsm", None), ("tdsm/sampled", "tdsm", "sampled"),
 
 
 def weight_model(args, num_classes, shape):
+  if args.classifier_dir and num_classes == 10:
+    from lnrd import noisy_classifier  # pylint: disable=g-import-not-at-top
+    bundle = noisy_classifier.load_export(args.classifier_dir)
+    return diffusion.WeightModel("released", weights_lib.transition_constants(bundle.transition),
+                                 bundle.probs)
   module = time_classifier.get_time_classifier(args.classifier, num_classes)
   variables = module.init(jax.random.PRNGKey(3), np.zeros((1,) + shape, np.float32),
                           np.ones((1,), np.float32))
@@ -69,10 +77,10 @@ def measure(name, method, estimator, num_classes, args, mesh, images, labels):
                      num_blocks=1, attn_resolutions=(args.resolution // 2,))
   config.network.overrides = overrides
   config.batch_size = args.batch_size
-  config.pad_to = 0
+  config.pad_to = args.resolution
   if estimator:
     config.tdsm.estimator = estimator
-  shape = images.shape[1:]
+  shape = (args.resolution, args.resolution, images.shape[-1])
   model = weight_model(args, num_classes, shape) if method == "tdsm" else None
   run = diffusion.Diffusion(config, mesh, shape, num_classes, len(labels) // args.batch_size,
                             model)
@@ -120,21 +128,39 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--json", default="")
+  parser.add_argument("--data", default="",
+                      help="folder of the raw MNIST idx archives: real digits (else noise)")
+  parser.add_argument("--classifier_dir", default="",
+                      help="a trained noisy_classifier run (C=10 rows; else random weights)")
   args = parser.parse_args()
   mesh = mesh_lib.create_mesh()
   rng = np.random.default_rng(0)
   n = max(4 * args.batch_size, 256)
-  images = rng.integers(0, 256, size=(n, args.resolution, args.resolution, args.channels),
-                        dtype=np.uint8)
+  if args.data:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from sgn_jax.data import loading  # pylint: disable=g-import-not-at-top
+    dataset = loading.load_dataset(ml_collections.ConfigDict(
+        dict(name="mnist", source="idx", path=args.data)))
+    images = dataset.train_images[:n]
+  else:
+    images = rng.integers(0, 256, size=(n, args.resolution, args.resolution, args.channels),
+                          dtype=np.uint8)
   wanted = args.rows.split(",")
   results = []
   print(f"# {jax.devices()[0].device_kind} x{len(jax.devices())}, {platform.node()}, "
         f"jax {jax.__version__}, arch {args.arch} (model_channels {args.model_channels or 'preset'}), "
-        f"batch {args.batch_size}, classifier {args.classifier}", flush=True)
+        f"batch {args.batch_size}, classifier "
+        f"{args.classifier_dir or args.classifier + ' (random weights)'}, "
+        f"data {args.data or 'random pixels'}", flush=True)
   print("| C | row | compile s | ms/step | img/s | vs DSM |\n| --- | --- | --- | --- | --- | --- |",
         flush=True)
   for c in (int(v) for v in args.num_classes.split(",")):
-    labels = rng.integers(0, c, size=n).astype(np.int32)
+    if args.data and c == 10:  # the digits' own labels under 40% symmetric noise
+      labels = noise.sample_noisy_labels(
+          dataset.train_labels[:n], noise.symmetric_transition(10, 0.4, False), 0)
+      labels = np.asarray(labels, np.int32)
+    else:
+      labels = rng.integers(0, c, size=n).astype(np.int32)
     base = None
     for name, method, estimator in ROWS:
       if name not in wanted:

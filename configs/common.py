@@ -400,6 +400,7 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
   config.tdsm = ml_collections.ConfigDict()
   config.tdsm.estimator = args.estimator  # exact | official | topk | sampled
   config.tdsm.num_samples = 1  # sampled: m
+  config.tdsm.residual_capacity = 0.25  # sampled: sub-batch for rows with z != y (0: off)
   config.tdsm.top_k = 2  # topk: k
   config.tdsm.tau = 0.01  # official: skip threshold
   config.tdsm.weight_form = "released"  # released | paper

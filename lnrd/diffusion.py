@@ -128,9 +128,6 @@ class WeightModel:
     consts = {k: jnp.asarray(v) for k, v in self.constants.items()}
     if self.form == "paper" and not self.noisy_target:
       probs = probs @ consts["transition"]  # h~ = T^T q
-    if self.form == "released" and self.noisy_target:
-      raise ValueError("weight_form='released' needs a classifier of the clean label "
-                       "(trained with forward correction); this one models the noisy label")
     return weights_lib.compute_weights(self.form, probs, noisy_labels, consts)
 
 
@@ -148,6 +145,11 @@ def build_weight_model(config, transition: np.ndarray, clean_prior=None) -> Weig
   used = bundle.transition
   logging.info("TDSM weights from the time-dependent classifier in %s (%s, T %s)",
                t.classifier_dir, bundle.arch, "learned" if bundle.learned else "known")
+  if t.weight_form == "released" and bundle.noisy_target:
+    raise ValueError(
+        f"tdsm.weight_form='released' needs a classifier of the clean label (trained with "
+        f"classifier.transition='known' or 'learned'); {t.classifier_dir} was trained with "
+        "transition='none' and models the noisy label: use tdsm.weight_form='paper'")
   consts = weights_lib.transition_constants(used, clean_prior)
   return WeightModel(t.weight_form, consts, bundle.probs, noisy_target=bundle.noisy_target)
 
@@ -198,19 +200,23 @@ class Diffusion:
 
   def denoiser(self, variables, *, train: bool = False, key=None,
                augment_labels=None) -> Callable:
-    """`denoise(x, sigma, labels)`: the preconditioned network D(x; sigma, y), int labels.
+    """`denoise(x, sigma, labels, rows=None)`: the preconditioned network D(x; sigma, y).
+
+    int labels; `rows` selects the augment labels of a sub-batch of the batch.
 
     `variables`: {'params': ..., plus untrained collections (`state.model_state`)}.
     """
     conditional = bool(self.model.label_dim)
 
-    def denoise(x, sigma, labels):
+    def denoise(x, sigma, labels, rows=None):
       onehot = jax.nn.one_hot(labels, self.num_classes) if conditional and labels is not None \
           else None
+      augment = augment_labels if rows is None or augment_labels is None \
+          else augment_labels[rows]
 
       def raw(x_in, c_noise):
         rngs = {"dropout": key} if train else {}
-        return self.model.apply(variables, x_in, c_noise, onehot, augment_labels,
+        return self.model.apply(variables, x_in, c_noise, onehot, augment,
                                 train=train, rngs=rngs)
       return edm.precondition(raw, x, sigma, self.precond)
     return denoise
@@ -237,7 +243,8 @@ class Diffusion:
         t = cfg.tdsm
         per_example, sigma, w = tdsm_loss.tdsm_loss(
             denoise, self.weight_model, loss_key, clean, labels, self.precond,
-            estimator=t.estimator, tau=t.tau, top_k=t.top_k, num_samples=t.num_samples)
+            estimator=t.estimator, tau=t.tau, top_k=t.top_k, num_samples=t.num_samples,
+            residual_capacity=t.get("residual_capacity", 0.25))
         w_given = jnp.take_along_axis(w, labels[:, None], axis=1)[:, 0]
       return per_example.mean(), (sigma, w_given)
 

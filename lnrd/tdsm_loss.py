@@ -23,8 +23,9 @@ over a label axis inside one jitted step (no Python loop over classes):
             independent: value lambda (D_z - x)^T (D_y - x) and gradient
             2 lambda (D_z - x)^T dD_y/dtheta, with D_y, D_z the means over the
             draws, are unbiased for the exact loss and its gradient. With m = 1
-            it costs one pass with gradient plus one forward pass, whatever C:
-            the default.
+            it costs one pass with gradient plus a forward pass over the rows
+            where z != y only (few: the weights are confident over most of the
+            sigma range), whatever C: the default.
 
 `official`, `topk` and `exact` report the plain value lambda ||D_bar - x||^2 of
 their own D_bar; `sampled` reports the unbiased (possibly negative per example)
@@ -33,10 +34,12 @@ estimate. All return per-example losses (B,).
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lnrd import edm
 
@@ -66,11 +69,13 @@ def weighted_denoising_loss(denoise: Callable, key: jax.Array, x_t: jax.Array,
                             sigma: jax.Array, clean: jax.Array, noisy_labels: jax.Array,
                             weights: jax.Array, precond: edm.Preconditioning, *,
                             estimator: str = "sampled", tau: float = 0.01, top_k: int = 2,
-                            num_samples: int = 1) -> jax.Array:
+                            num_samples: int = 1, residual_capacity: float = 0.25) -> jax.Array:
   """Per-example TDSM loss (B,) at given x_t and sigma with weights (B, C).
 
   Args:
-    denoise: `denoise(x_t, sigma, labels) -> D` with int labels (B,).
+    denoise: `denoise(x_t, sigma, labels) -> D` with int labels (B,); if it closes
+      over per-example inputs (augment labels), it must also take `rows=` (the
+      batch rows evaluated) for `sampled`'s sub-batch.
     key: PRNG key (used by `sampled` only).
     x_t, sigma, clean: the noisy input, its noise levels (B,) and the data x.
     noisy_labels: the given labels y~ (B,).
@@ -80,6 +85,12 @@ def weighted_denoising_loss(denoise: Callable, key: jax.Array, x_t: jax.Array,
     tau: `official`'s skip threshold.
     top_k: `topk`'s number of labels.
     num_samples: `sampled`'s m.
+    residual_capacity: `sampled`'s forward-only pass is needed only where the
+      residual label differs from the gradient label (z != y; where they agree,
+      D(z) = D(y) is already known). When at most this fraction of the m*B draws
+      differ, only those rows are evaluated (a sub-batch of static size, like the
+      released code's candidate sub-batches); otherwise the whole batch. The
+      result is the same either way; 0 always evaluates the whole batch.
   """
   weights = jax.lax.stop_gradient(weights.astype(jnp.float32))
   clean = clean.astype(jnp.float32)
@@ -117,9 +128,11 @@ def weighted_denoising_loss(denoise: Callable, key: jax.Array, x_t: jax.Array,
     logits = jnp.log(jnp.maximum(weights, 0.0))
     draws = jax.random.categorical(key, logits[None], axis=-1, shape=(2 * num_samples, batch))
     grad_labels, residual_labels = draws[:num_samples], draws[num_samples:]
-    d_grad = denoise_labels(denoise, x_t, sigma, grad_labels).mean(axis=0)
-    d_res = jax.lax.stop_gradient(
-        denoise_labels(denoise, x_t, sigma, residual_labels).mean(axis=0))
+    d_grad_all = denoise_labels(denoise, x_t, sigma, grad_labels)  # (m, B, ...)
+    d_grad = d_grad_all.mean(axis=0)
+    d_res = jax.lax.stop_gradient(_residual_denoised(
+        denoise, x_t, sigma, grad_labels, residual_labels, d_grad_all,
+        residual_capacity).mean(axis=0))
     residual = (d_res - clean).reshape(batch, -1)
     grad_part = (d_grad - clean).reshape(batch, -1)
     # value: lambda r_z.(D_y - x); gradient: 2 lambda r_z . dD_y.
@@ -127,6 +140,50 @@ def weighted_denoising_loss(denoise: Callable, key: jax.Array, x_t: jax.Array,
     extra = jnp.sum(residual * (grad_part - jax.lax.stop_gradient(grad_part)), axis=1)
     return lam * (value + extra)
   raise ValueError(f"estimator {estimator!r} is not known; allowed: {list(ESTIMATORS)}")
+
+
+def _denoise_rows(denoise, x, sigma, labels, rows):
+  """`denoise` on a subset of the batch's rows.
+
+  Denoisers that close over per-example inputs of the full batch (e.g. EDM's
+  augment labels) take a `rows=` keyword and select them; plain ones do not.
+  """
+  if "rows" in inspect.signature(denoise).parameters:
+    return denoise(x, sigma, labels, rows=rows)
+  return denoise(x, sigma, labels)
+
+
+def _residual_denoised(denoise, x_t, sigma, grad_labels, residual_labels, d_grad_all,
+                       capacity: float) -> jax.Array:
+  """D(x_t; sigma, z) for the residual draws z (m, B), reusing D(y) where z == y.
+
+  With confident weights (most of the sigma range) z == y for most examples, so
+  the forward-only pass runs on a small static-size sub-batch of the rows with
+  z != y (`lax.cond` falls back to the full batch when more than `capacity` of
+  the rows differ). No gradient flows through the result.
+  """
+  m, batch = residual_labels.shape
+  rows_total = m * batch
+  known = jax.lax.stop_gradient(d_grad_all).reshape((rows_total,) + x_t.shape[1:])
+  flat_z = residual_labels.reshape(-1)
+
+  def full(_):
+    return jax.lax.stop_gradient(denoise_labels(denoise, x_t, sigma, residual_labels))
+
+  size = int(np.ceil(capacity * rows_total))
+  if size <= 0 or size >= rows_total:
+    return full(None)
+  differs = flat_z != grad_labels.reshape(-1)
+
+  def subset(_):
+    idx = jnp.nonzero(differs, size=size, fill_value=rows_total)[0]  # padding: out of range
+    safe = jnp.minimum(idx, rows_total - 1)
+    rows = safe % batch
+    out = jax.lax.stop_gradient(_denoise_rows(denoise, x_t[rows], sigma[rows], flat_z[safe],
+                                              rows))
+    return known.at[idx].set(out, mode="drop").reshape((m, batch) + x_t.shape[1:])
+
+  return jax.lax.cond(differs.sum() <= size, subset, full, None)
 
 
 def tdsm_loss(denoise: Callable, weight_fn: Callable, key: jax.Array, clean: jax.Array,

@@ -115,10 +115,12 @@ def test_official_drops_light_labels_without_renormalising():
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
-def test_sampled_is_unbiased_for_exact_value_and_gradient():
+@pytest.mark.parametrize("capacity", [0.0, 0.5])
+def test_sampled_is_unbiased_for_exact_value_and_gradient(capacity):
   params, clean, sigma, x_t, w, noisy = _problem(4)
   exact = _loss_fn("exact", clean, sigma, x_t, w, noisy)
-  sampled = _loss_fn("sampled", clean, sigma, x_t, w, noisy, num_samples=1)
+  sampled = _loss_fn("sampled", clean, sigma, x_t, w, noisy, num_samples=1,
+                     residual_capacity=capacity)
   key = jax.random.PRNGKey(0)
   value_exact = float(exact(params, key))
   g_exact = flatten_util.ravel_pytree(jax.grad(exact)(params, key))[0]
@@ -171,3 +173,19 @@ def test_bad_estimator_arguments():
     _loss_fn("mean", clean, sigma, x_t, w, noisy)(params, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="top_k=9"):
     _loss_fn("topk", clean, sigma, x_t, w, noisy, top_k=9)(params, jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("num_different", [0, 2, 5])
+def test_residual_sub_batch_equals_full_evaluation(num_different):
+  # z == y rows reuse D(y); the others are evaluated on a sub-batch of static size
+  # (or, when too many differ, on the full batch): all give D(z) for every row.
+  params, _, sigma, x_t, _, _ = _problem(7)
+  denoise = _denoiser(params)
+  y = jnp.array([[0, 1, 2, 3, 4, 0]])
+  z = y.at[0, :num_different].set((y[0, :num_different] + 1) % C)
+  d_y = tdsm_loss.denoise_labels(denoise, x_t, sigma, y)
+  want = tdsm_loss.denoise_labels(denoise, x_t, sigma, z)
+  for capacity in (0.0, 0.5, 1.0):
+    got = jax.jit(lambda d: tdsm_loss._residual_denoised(  # pylint: disable=protected-access
+        denoise, x_t, sigma, y, z, d, capacity))(d_y)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)

@@ -199,3 +199,44 @@ def test_quick_start_demo_runs(tmp_path):
   assert metrics["dsm/sw_mean"] > 0 and metrics["tdsm/sw_mean"] > 0
   for name in ("weight_contours.png", "samples.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 10_000
+
+
+def test_ncsnpp_fourier_constants_are_kept_and_not_trained():
+  """NCSN++'s Fourier frequencies live in 'constants' (model_state): carried through the
+  train step unchanged, used by the sampler, not counted as parameters."""
+  from sgn_jax.data import device_data  # pylint: disable=g-import-not-at-top
+  from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  config = mnist_sym.get_config("method=dsm")
+  config.network.arch = "ncsnpp"
+  config.network.model_channels, config.network.channel_mult = 8, (1, 1)
+  config.network.num_blocks, config.network.attn_resolutions = 1, (4,)
+  config.batch_size = 8
+  config.augment.p = 0.0
+  mesh = mesh_lib.create_mesh(ONE)
+  run = diffusion.Diffusion(config, mesh, (8, 8, 1), 10, 4)
+  state = run.init_state(jax.random.PRNGKey(0))
+  assert "constants" in state.model_state
+  before = jax.device_get(state.model_state)
+  images = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1), dtype=np.uint8)
+  perm = jax.jit(lambda k: device_data.epoch_permutation(k, 0, 32))(jax.random.PRNGKey(1))
+  inputs = {"permutation": perm, "train_images": device_data.put_table(images, mesh),
+            "train_labels": device_data.put_table(np.arange(32, dtype=np.int32) % 10, mesh)}
+  state, metrics = jax.jit(run.train_step)(state, inputs)
+  assert np.isfinite(float(metrics["loss"]))
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.model_state))
+  config.sample.num_steps = 2
+  samples = run.sample(diffusion.ema_variables(state), np.arange(8) % 10, jax.random.PRNGKey(2),
+                       config.sample)
+  assert samples.shape == (8, 8, 8, 1) and np.all(np.isfinite(samples))
+
+
+def test_paper_weights_with_a_noisy_label_classifier(tmp_path):
+  cls_dir = str(tmp_path / "cls")
+  noisy_classifier.train_and_evaluate(
+      _gmm("task=noisy_classifier", **{"classifier.transition": "none"}), cls_dir, ONE)
+  assert noisy_classifier.load_export(cls_dir).noisy_target
+  config = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir, "tdsm.weight_form": "paper"})
+  assert np.isfinite(diffusion.train_and_evaluate(config, str(tmp_path / "t"), ONE)["train/loss"])
+  released = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir})
+  with pytest.raises(ValueError, match="released.*clean label"):
+    diffusion.train_and_evaluate(released, str(tmp_path / "r"), ONE)
