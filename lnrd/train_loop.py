@@ -151,12 +151,15 @@ def run(config, workdir: str, state, train_step: Callable, train_inputs: Callabl
   pending: list[dict[str, Any]] = []
   last: dict[str, float] = {}
 
-  def check_pending():
+  def check_pending(clear: bool = True):
+    """Mean of the metrics since the last log; raises on NaN/Inf. Periodic work and
+    checkpoints check without clearing, so the next log still covers every step."""
     nonlocal pending, last
     if not pending:
       return last
     summary = _mean_metrics(pending)
-    pending = []
+    if clear:
+      pending = []
     if not np.isfinite(summary["loss"]):
       kept = checkpointer.latest_step
       raise NonFiniteLossError(
@@ -181,11 +184,11 @@ def run(config, workdir: str, state, train_step: Callable, train_inputs: Callabl
         writer.write_scalars(step, {f"train/{k}": v for k, v in {**summary, **rates}.items()})
       for p in periodic:
         if step % p.every_steps == 0 or (p.at_end and step == total_steps):
-          check_pending()
+          check_pending(clear=False)
           p.fn(step, state)
       preempted = checkpointer.preempted(step)
       if checkpointer.should_save(step) or step == stop_at or preempted:
-        check_pending()
+        check_pending(clear=False)
         with reporter.timed("checkpoint"):
           checkpointer.save(step, state, force=True)
       if preempted:

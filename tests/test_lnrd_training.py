@@ -240,3 +240,15 @@ def test_paper_weights_with_a_noisy_label_classifier(tmp_path):
   released = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir})
   with pytest.raises(ValueError, match="released.*clean label"):
     diffusion.train_and_evaluate(released, str(tmp_path / "r"), ONE)
+
+
+def test_logged_loss_averages_every_step_of_the_window(tmp_path):
+  # Checkpoints (every 3 steps) check the pending metrics for NaN without dropping
+  # them: the one log at step 10 is the mean of all 10 per-step losses.
+  every = _gmm("method=dsm", log_every_steps=1)
+  diffusion.train_and_evaluate(every, str(tmp_path / "every"), ONE)
+  window = _gmm("method=dsm", log_every_steps=10, checkpoint_every_steps=3)
+  diffusion.train_and_evaluate(window, str(tmp_path / "window"), ONE)
+  per_step = _history(str(tmp_path / "every"))
+  assert len(per_step) == 10
+  np.testing.assert_allclose(_history(str(tmp_path / "window")), [np.mean(per_step)], rtol=1e-5)
