@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from configs import cifar10_sym  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import cifar10_sym  # pylint: disable=wrong-import-position
 from sgn_jax import classification  # pylint: disable=wrong-import-position
 from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
 from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
@@ -54,25 +53,10 @@ def measure(method_name, batch_size, args, mesh, images, labels):
   step = jax.jit(classifier.train_step, donate_argnums=0)
   sync = mesh_lib.needs_step_sync(mesh)
 
-  start = time.perf_counter()
-  state, metrics = step(state, inputs)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    state, metrics = step(state, inputs)
-    if sync:
-      jax.block_until_ready(metrics)
-  jax.block_until_ready(metrics)
-  rates = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = step(state, inputs)
-      if sync:
-        jax.block_until_ready(metrics)
-    jax.block_until_ready(metrics)
-    rates.append(args.steps / (time.perf_counter() - start))
-  steps_per_s = statistics.median(rates)
+  compile_s, seconds, state, metrics = step_timer.time_train_step(
+      step, state, inputs, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+      sync=sync)
+  steps_per_s = 1.0 / seconds
   return {"method": method_name, "batch_size": batch_size, "compile_s": compile_s,
           "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
           "loss": float(metrics["loss"])}

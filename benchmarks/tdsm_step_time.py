@@ -30,16 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common  # pylint: disable=wrong-import-position
 from lnrd import diffusion  # pylint: disable=wrong-import-position
 from lnrd import time_classifier  # pylint: disable=wrong-import-position
 from lnrd import weights as weights_lib  # pylint: disable=wrong-import-position
@@ -91,23 +90,9 @@ def measure(name, method, estimator, num_classes, args, mesh, images, labels):
             "train_labels": device_data.put_table(labels, mesh)}
   step = jax.jit(run.train_step, donate_argnums=0)
   sync = mesh_lib.needs_step_sync(mesh)
-  start = time.perf_counter()
-  state, metrics = step(state, inputs)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    state, metrics = step(state, inputs)
-  jax.block_until_ready(metrics)
-  windows = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = step(state, inputs)
-      if sync:
-        jax.block_until_ready(metrics)
-    jax.block_until_ready(metrics)
-    windows.append((time.perf_counter() - start) / args.steps)
-  seconds = statistics.median(windows)
+  compile_s, seconds, state, metrics = step_timer.time_train_step(
+      step, state, inputs, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+      sync=sync)
   return {"name": name, "num_classes": num_classes, "compile_s": compile_s,
           "ms_per_step": seconds * 1e3, "images_per_s": args.batch_size / seconds,
           "loss": float(metrics["loss"])}

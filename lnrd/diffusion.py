@@ -37,10 +37,8 @@ from lnrd import tdsm_loss
 from lnrd import train_loop
 from lnrd import weights as weights_lib
 from lnrd.networks import mlp as mlp_lib
-from sgn_jax import noise
 from sgn_jax import train_data
 from sgn_jax.data import gmm as gmm_lib
-from sgn_jax.data import loading
 from sgn_jax.training import ema
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
@@ -54,16 +52,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks a diffusion config before any data or compute; ValueError names the key."""
   if config.method not in METHODS:
     raise ValueError(f"method={config.method!r} is not a diffusion method; allowed: {list(METHODS)}")
-  loading.check_dataset_config(config.dataset)
-  if config.noise.kind not in noise.NOISE_KINDS:
-    raise ValueError(f"noise.kind={config.noise.kind!r} is not known; allowed: "
-                     f"{list(noise.NOISE_KINDS)}")
-  try:
-    noise.check_rate(config.noise.rate)
-  except ValueError as e:
-    raise ValueError(f"noise.rate: {e}") from None
-  edm.get_preconditioning(config.precond.kind, **{k: v for k, v in config.precond.items()
-                                                   if k != "kind"})
+  train_loop.check_data_and_noise(config)
+  edm.from_config(config.precond)
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     if int(config[key]) <= 0:
       raise ValueError(f"{key}={config[key]} must be a positive integer")
@@ -135,8 +125,7 @@ def build_weight_model(config, transition: np.ndarray, clean_prior=None) -> Weig
   """The TDSM weight model: exact mixture posteriors (gmm2d) or a trained classifier."""
   t = config.tdsm
   if t.weight_source == "exact":
-    mixture = gmm_lib.GaussianMixture2D(**{k: v for k, v in config.dataset.gmm.items()
-                                           if k in ("num_classes", "std", "radius")})
+    mixture = gmm_lib.mixture_from_config(config.dataset.gmm)
     consts = weights_lib.transition_constants(transition, clean_prior)
     return WeightModel(t.weight_form, consts, lambda x_t, sigma: mixture.class_posterior(
         x_t, sigma))
@@ -164,8 +153,7 @@ class Diffusion:
     self.input_shape = tuple(input_shape)  # model input (padded), no batch
     self.num_classes = num_classes
     self.steps_per_epoch = steps_per_epoch
-    self.precond = edm.get_preconditioning(
-        config.precond.kind, **{k: v for k, v in config.precond.items() if k != "kind"})
+    self.precond = edm.from_config(config.precond)
     self.augment = train_loop.build_augment(config, self.input_shape)
     augment_dim = self.augment.augment_dim if self.augment is not None else 0
     self.augment_dim = augment_dim
@@ -194,9 +182,7 @@ class Diffusion:
       return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=constants,
                         opt_state=self.tx.init(params), ema_params=params, ema_model_state={},
                         rng=rng)
-    abstract = jax.eval_shape(init, key)
-    shardings = jax.tree.map(lambda _: self.replicated, abstract)
-    return jax.jit(init, out_shardings=shardings)(key)
+    return train_loop.init_replicated(init, key, self.mesh)
 
   def denoiser(self, variables, *, train: bool = False, key=None,
                augment_labels=None) -> Callable:
@@ -344,10 +330,7 @@ def write_sample_grid(diffusion: Diffusion, variables, key, sampler_config, per_
 
 def create_diffusion(config, mesh, data) -> Diffusion:
   """The Diffusion of `config` for the data of `train_data.InMemoryData`."""
-  pad_to = config.get("pad_to", 0)
-  shape = tuple(data.input_shape)
-  if len(shape) == 3 and pad_to:
-    shape = (max(pad_to, shape[0]), max(pad_to, shape[1]), shape[2])
+  shape = train_loop.model_input_shape(data.input_shape, config.get("pad_to", 0))
   weight_model = None
   if config.method == "tdsm":
     transition = data.splits.transition

@@ -140,6 +140,12 @@ def get_preconditioning(kind: str = "edm", **kwargs) -> Preconditioning:
   return Preconditioning(kind=kind, **kwargs)
 
 
+def from_config(precond_config) -> Preconditioning:
+  """`get_preconditioning` from a config section {kind, sigma_data, p_mean, ...}."""
+  fields = dict(precond_config)
+  return get_preconditioning(fields.pop("kind", "edm"), **fields)
+
+
 def precondition(raw_net: Callable, x: jax.Array, sigma: jax.Array,
                  precond: Preconditioning, *args, **kwargs) -> jax.Array:
   """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, *args, **kwargs).

@@ -41,18 +41,13 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
-def mixture_of(config) -> gmm_lib.GaussianMixture2D:
-  return gmm_lib.GaussianMixture2D(**{k: v for k, v in config.dataset.gmm.items()
-                                      if k in ("num_classes", "std", "radius")})
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
   """Classifier, DSM, TDSM (and oracle TDSM) on the mixture; SW_2 per class; figures."""
   if config.dataset.name != "gmm2d":
     raise ValueError(f"task=gmm_demo runs on dataset gmm2d, not {config.dataset.name!r}")
   start = time.time()
   mesh = mesh_lib.create_mesh(devices)
-  mixture = mixture_of(config)
+  mixture = gmm_lib.mixture_from_config(config.dataset.gmm)
   num_classes = config.num_classes
   paths = {name: os.path.join(workdir, name)
            for name in ("classifier", "dsm", "tdsm", "tdsm_exact")}

@@ -41,7 +41,6 @@ from lnrd import time_classifier
 from lnrd import train_loop
 from sgn_jax import noise
 from sgn_jax import train_data
-from sgn_jax.data import loading
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 from sgn_jax.training.train_state import TrainState
@@ -53,11 +52,7 @@ EVAL_SIGMAS = (0.002, 0.1, 0.5, 1.0, 2.0, 5.0)
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks a noisy_classifier config before any data or compute."""
-  loading.check_dataset_config(config.dataset)
-  if config.noise.kind not in noise.NOISE_KINDS:
-    raise ValueError(f"noise.kind={config.noise.kind!r} is not known; allowed: "
-                     f"{list(noise.NOISE_KINDS)}")
-  noise.check_rate(config.noise.rate)
+  train_loop.check_data_and_noise(config)
   c = config.classifier
   if c.arch not in time_classifier.TIME_CLASSIFIERS:
     raise ValueError(f"classifier.arch={c.arch!r} is not known; allowed: "
@@ -97,8 +92,7 @@ class NoisyLabelClassifier:
         transition if c.transition == "known" else np.eye(num_classes), jnp.float32)
     self.model = time_classifier.get_time_classifier(
         c.arch, num_classes, **dict(c.get("kwargs", {}) or {}))
-    self.precond = edm.get_preconditioning(
-        config.precond.kind, **{k: v for k, v in config.precond.items() if k != "kind"})
+    self.precond = edm.from_config(config.precond)
     self.tx = train_loop.adam_with_warmup(c.optim, c.batch_size)
     # The authors train the classifier on EDM-augmented images with their augment labels.
     self.augment = train_loop.build_augment(config, self.input_shape)
@@ -116,8 +110,7 @@ class NoisyLabelClassifier:
       return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                         opt_state=self.tx.init(params), ema_params={}, ema_model_state={},
                         rng=rng)
-    abstract = jax.eval_shape(init, key)
-    return jax.jit(init, out_shardings=jax.tree.map(lambda _: self.replicated, abstract))(key)
+    return train_loop.init_replicated(init, key, self.mesh)
 
   def transition(self, params) -> jax.Array:
     if self.kind == "learned":
@@ -277,10 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       data.num_classes)
   if c.transition == "known":
     noise.check_invertible(transition)
-  shape = tuple(data.input_shape)
-  pad_to = config.get("pad_to", 0)
-  if len(shape) == 3 and pad_to:
-    shape = (max(pad_to, shape[0]), max(pad_to, shape[1]), shape[2])
+  shape = train_loop.model_input_shape(data.input_shape, config.get("pad_to", 0))
   classifier = NoisyLabelClassifier(config, mesh, shape, data.num_classes, data.steps_per_epoch,
                                     transition)
   total_steps = max(1, int(round(c.duration_kimg * 1000 / c.batch_size)))

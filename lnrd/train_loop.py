@@ -101,6 +101,36 @@ def with_overrides(config, **dotted):
   return copy
 
 
+def check_data_and_noise(config) -> None:
+  """The dataset and label-noise keys of a config, checked before anything loads."""
+  from sgn_jax import noise  # pylint: disable=g-import-not-at-top
+  from sgn_jax.data import loading  # pylint: disable=g-import-not-at-top
+  loading.check_dataset_config(config.dataset)
+  if config.noise.kind not in noise.NOISE_KINDS:
+    raise ValueError(f"noise.kind={config.noise.kind!r} is not known; allowed: "
+                     f"{list(noise.NOISE_KINDS)}")
+  try:
+    noise.check_rate(config.noise.rate)
+  except ValueError as e:
+    raise ValueError(f"noise.rate: {e}") from None
+
+
+def model_input_shape(data_shape, pad_to: int = 0) -> tuple:
+  """The network's input shape (no batch): images zero-padded up to pad_to x pad_to."""
+  shape = tuple(data_shape)
+  if len(shape) == 3 and pad_to:
+    shape = (max(pad_to, shape[0]), max(pad_to, shape[1]), shape[2])
+  return shape
+
+
+def init_replicated(init: Callable, key, mesh):
+  """`init(key)` run once under jit with every leaf born replicated on `mesh`
+  (shapes from `jax.eval_shape`, no host copy of the parameters)."""
+  abstract = jax.eval_shape(init, key)
+  sharding = mesh_lib.replicated(mesh)
+  return jax.jit(init, out_shardings=jax.tree.map(lambda _: sharding, abstract))(key)
+
+
 def num_params(tree) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree.leaves(tree)))
 

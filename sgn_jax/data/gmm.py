@@ -157,6 +157,12 @@ class GaussianMixture2D:
     return jnp.sum(w[..., None] * scores, axis=-2)
 
 
+def mixture_from_config(gmm_config) -> GaussianMixture2D:
+  """The mixture of a `dataset.gmm` config section (its num_classes, std, radius)."""
+  return GaussianMixture2D(**{k: v for k, v in dict(gmm_config).items()
+                              if k in ("num_classes", "std", "radius")})
+
+
 def load_gmm(num_classes: int = 4,
              num_train: int = 10_000,
              num_test: int = 2_000,
