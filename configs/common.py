@@ -60,7 +60,9 @@ diffusion, generate; the dataset/noise keys are as above):
   tdsm.*               estimator exact|official|topk|sampled, num_samples (m), top_k,
                        tau, weight_form released|paper, weight_source classifier|exact
                        (exact: the 2-D mixture's posteriors), classifier_dir (the
-                       noisy_classifier run), use_clean_prior.
+                       noisy_classifier run), use_clean_prior, residual_capacity
+                       (sampled: fraction of the batch evaluated forward-only when
+                       the residual label differs; 0 = always the whole batch).
   optim.*              Adam learning_rate, warmup_kimg (linear ramp), beta1, beta2, eps.
   batch_size, duration_kimg, ema_halflife_kimg, ema_rampup_ratio,
   snapshot_every_kimg (sample grids), log/checkpoint intervals, stop_after_steps.
@@ -68,7 +70,8 @@ diffusion, generate; the dataset/noise keys are as above):
                        solver heun|euler, sigma_min/max (None: the preconditioning's),
                        grid_per_class.
   classifier.*         the time-dependent classifier: arch cnn|resnet18|resnet34|mlp,
-                       transition known|learned|none, volmin_weight, batch_size,
+                       kwargs (module arguments), transition known|learned|none,
+                       volmin_weight, batch_size, eval_batch_size,
                        duration_kimg, eval_every_kimg, optim.*.
   generate.*           run_dir (a diffusion workdir), per_class, batch_size, seed,
                        other_run_dir + affine_lambda (affine mix of two networks).

@@ -12,6 +12,10 @@ classifier_kimg, estimator (see `configs.common.diffusion_config`).
 
     --config=configs/gmm2d.py:method=tdsm,task=diffusion   one stage on its own
     --config=configs/gmm2d.py:method=ce                    noisy-label classification
+
+Demo keys: demo.samples_per_class (samples per class per model), demo.contour_sigmas
+(noise levels of weight_contours.png), demo.noisy_label (the y~ plotted),
+demo.exact_weights (also train TDSM with the mixture's exact posteriors as weights).
 """
 
 import ml_collections
