@@ -9,6 +9,9 @@ WORKDIR/config.json and runs the task named by `config.task`:
   diffusion         lnrd.diffusion.train_and_evaluate           (DSM / TDSM)
   generate          lnrd.generate.generate                      (samples per class, npz + PNG)
   gmm_demo          lnrd.gmm_demo.run                           (DSM vs TDSM on a 2-D mixture)
+  evaluate          lnrd.evaluate.evaluate                      (FID, IS, Density/Coverage, CAS, CW-*)
+  discover          lnrd.discovery.train_and_evaluate           (suspects of mislabelling)
+  pipeline          lnrd.pipeline.run                           ([corrector ->] classifier -> diffusion -> evaluate)
 
 Each run writes its final metrics to WORKDIR/metrics.json and TensorBoard
 summaries under WORKDIR. Override single values with `--config.key=value`.
@@ -38,6 +41,9 @@ TASKS = {
     "diffusion": ("lnrd.diffusion", "train_and_evaluate"),
     "generate": ("lnrd.generate", "generate"),
     "gmm_demo": ("lnrd.gmm_demo", "run"),
+    "evaluate": ("lnrd.evaluate", "evaluate"),
+    "discover": ("lnrd.discovery", "train_and_evaluate"),
+    "pipeline": ("lnrd.pipeline", "run"),
 }
 
 

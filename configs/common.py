@@ -33,6 +33,9 @@ Config reference (classification task, `task="classify"`):
                        (i+1) mod 100) | tdsm (other classes only, within superclass).
   noise.label_set      CIFAR-N label set: aggre | random1 | random2 | random3 | worse
                        (CIFAR-10N), noisy (CIFAR-100N).
+  noise.labels_file    npz with `labels` (one per training example, original order)
+                       and optionally `transition`: train on these instead of drawing
+                       noise (a corrector's output, `python -m sgn_jax.corrector`).
   model.name           cnn | wrn | mlp, with its keyword arguments in `model`.
   input.*              normalisation mean/std and on-device augmentation
                        (crop_padding: pad-and-random-crop; flip: horizontal flips).
@@ -75,6 +78,18 @@ diffusion, generate; the dataset/noise keys are as above):
                        duration_kimg, eval_every_kimg, optim.*.
   generate.*           run_dir (a diffusion workdir), per_class, batch_size, seed,
                        other_run_dir + affine_lambda (affine mix of two networks).
+  evaluate.*           run_dir, checkpoint_step (-1: latest), per_class, batch_size
+                       (sampling), feature_batch_size, num_real (real reference, 0: all),
+                       k, metrics (fid is density_coverage cw_fid cw_density_coverage
+                       cas), feature_nets (inception, classifier), inception_weights,
+                       feature_classifier_dir (classifier trained on CLEAN labels),
+                       seed, cas.arch/epochs/batch_size/learning_rate (lnrd.evaluate).
+  discover.*           classifier_dir, sigmas, top_k, grid_count, batch_size,
+                       assumed_rate (lnrd.discovery: suspects of mislabelling).
+  pipeline.*           corrector ("" or a classification method, e.g. sgn; argument
+                       `:corrector=sgn`), corrector_epochs, corrector_floor, corrector_params
+                       (net | ema | best), evaluate
+                       (lnrd.pipeline: one config runs the whole chain).
 
 Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream):
   dataset.from_files   read the JPEGs of manual_dir directly instead of a TFDS dir.
@@ -237,6 +252,7 @@ def classification_config(dataset: str, noise_kind: str, arg: str | None,
   config.noise.rate = args.rate
   config.noise.convention = args.convention
   config.noise.label_set = args.label_set
+  config.noise.labels_file = ""  # npz of labels (+ transition) replacing the draw, e.g. a corrector's
 
   config.num_classes = NUM_CLASSES[dataset]
   config.model = ml_collections.ConfigDict()
@@ -313,7 +329,7 @@ def streaming_config(dataset: str, arg: str | None, **arg_defaults) -> ml_collec
 # ---- diffusion (lnrd) ---------------------------------------------------------
 
 DIFFUSION_METHODS = ("dsm", "tdsm")
-DIFFUSION_TASKS = ("diffusion", "noisy_classifier", "generate")
+DIFFUSION_TASKS = ("diffusion", "noisy_classifier", "generate", "evaluate", "discover", "pipeline")
 # Per dataset: (network arch, time-dependent classifier arch, zero-pad images to).
 DIFFUSION_ARCH = {
     "mnist": ("ddpmpp_mnist", "cnn", 32), "fashion_mnist": ("ddpmpp_mnist", "cnn", 32),
@@ -352,9 +368,14 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
     noisy_classifier  the time-dependent classifier (`classifier.*`)
     diffusion         DSM or TDSM training (`method`, `network.*`, `tdsm.*`)
     generate          samples per class from a trained run (`generate.*`)
+    evaluate          the paper's metrics of a trained run (`evaluate.*`)
+    discover          suspects of mislabelling ranked by TDSM's weights (`discover.*`)
+    pipeline          all stages in WORKDIR/<stage>/, optionally after a label
+                      corrector (`pipeline.*`, `:corrector=sgn`)
 
   Arguments: method (dsm | tdsm), task, rate, seed, kimg (diffusion duration),
-  classifier_kimg, estimator, classifier_dir, subset, source, convention.
+  classifier_kimg, estimator, classifier_dir, subset, source, convention,
+  corrector (pipeline: a classification method whose labels TDSM trains on).
   """
   arch, classifier_arch, pad_to = DIFFUSION_ARCH[dataset]
   is_image = dataset != "gmm2d"
@@ -364,7 +385,7 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
       kimg=200_000.0 if is_image else 500.0,
       classifier_kimg=20_000.0 if is_image else 200.0,
       estimator="sampled", classifier_dir="", subset=0,
-      source="tfds" if is_image else "gmm", convention="tdsm")
+      source="tfds" if is_image else "gmm", convention="tdsm", corrector="")
   defaults.update(arg_defaults)
   args = parse_arg(arg, **defaults)
   if args.method not in DIFFUSION_METHODS:
@@ -452,4 +473,46 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
   config.generate.other_run_dir = ""  # affine mix D = (1+lam) D_run - lam D_other
   config.generate.affine_lambda = 0.0
   config.generate.seed = 0
+
+  # task=evaluate (lnrd.evaluate): the paper's metrics of a trained run.
+  is_mnist_like = dataset in ("mnist", "fashion_mnist")
+  config.evaluate = ml_collections.ConfigDict()
+  config.evaluate.run_dir = ""  # the diffusion run's workdir
+  config.evaluate.checkpoint_step = -1  # -1: the latest checkpoint
+  config.evaluate.per_class = {"cifar100": 500}.get(dataset, 5_000 if dataset == "cifar10" else 1_000)
+  config.evaluate.batch_size = 500  # sampling batch (images per saved batch)
+  config.evaluate.feature_batch_size = 250
+  config.evaluate.num_real = 50_000 if dataset.startswith("cifar") else 10_000  # 0: all
+  config.evaluate.k = 5  # Density/Coverage nearest neighbours
+  config.evaluate.metrics = (("density_coverage", "cw_density_coverage", "cas") if is_mnist_like
+                             else METRICS_ALL)
+  config.evaluate.feature_nets = ("inception", "classifier") if is_mnist_like else ("inception",)
+  config.evaluate.inception_weights = ""  # npz/.pth/.pt; "": lnrd.metrics.inception_weights default
+  config.evaluate.feature_classifier_dir = ""  # noisy_classifier run on CLEAN labels (rate=0)
+  config.evaluate.seed = 0
+  # CAS classifier; ""/0: lnrd.metrics.cas.CAS_DEFAULTS (2-conv CNN 10 epochs on MNIST,
+  # ResNet-50 100 epochs with lr 0.1 decayed at 50 and 75 on CIFAR)
+  config.evaluate.cas = ml_collections.ConfigDict(dict(
+      arch="", epochs=0, batch_size=0, learning_rate=0.0))
+
+  # task=discover (lnrd.discovery): rank training examples by the weight of their label.
+  config.discover = ml_collections.ConfigDict()
+  config.discover.classifier_dir = args.classifier_dir  # a noisy_classifier run
+  config.discover.sigmas = (0.002, 0.05, 0.2)
+  config.discover.top_k = (100, 1000)
+  config.discover.grid_count = 64
+  config.discover.batch_size = 1000
+  config.discover.assumed_rate = 0.05  # clean data: T assumed symmetric at this rate
+  config.discover.seed = 0  # key of the x + sigma n draws
+
+  # task=pipeline (lnrd.pipeline): [corrector ->] classifier -> diffusion -> evaluate.
+  config.pipeline = ml_collections.ConfigDict()
+  config.pipeline.corrector = args.corrector  # "": none; else a classification method (sgn)
+  config.pipeline.corrector_epochs = 0  # 0: the classification config's default
+  config.pipeline.corrector_floor = 1e-3  # uniform mixed into the corrected labels' T
+  config.pipeline.corrector_params = "best"  # net | ema | best (more agreement with given labels)
+  config.pipeline.evaluate = True
   return config
+
+
+METRICS_ALL = ("fid", "is", "density_coverage", "cw_fid", "cw_density_coverage", "cas")

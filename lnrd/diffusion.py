@@ -394,8 +394,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def restore_ema_params(config, workdir: str, mesh, devices=None):
-  """(Diffusion, EMA variables, data) of the latest checkpoint of the run in `workdir`."""
+def restore_ema_params(config, workdir: str, mesh, devices=None, step: int | None = None):
+  """(Diffusion, EMA variables, data) of the latest checkpoint (or the one at `step`)
+  of the run in `workdir`."""
   from sgn_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   data = train_data.InMemoryData(config, mesh)
   diffusion = create_diffusion(config, mesh, data) if config.method == "dsm" else None
@@ -409,8 +410,10 @@ def restore_ema_params(config, workdir: str, mesh, devices=None):
   if checkpointer.latest_step is None:
     checkpointer.close()
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-  state = checkpointer.restore_or(state)
-  checkpointer.close()
+  try:
+    state = checkpointer.restore_or(state, step)
+  finally:
+    checkpointer.close()
   return diffusion, ema_variables(state), data
 
 

@@ -236,6 +236,7 @@ class TimeCNN(nn.Module):
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
       h = _add_time(h, emb, f"dense_{i}")
     h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)  # torch order
+    self.sow("intermediates", "features", h)
     return _dense(self.num_classes, "linear", h)
 
 
@@ -307,6 +308,7 @@ class TimeResNet(nn.Module):
     w = self.pool_window
     h = nn.avg_pool(h, (w, w), strides=(w, w))
     h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)  # torch order
+    self.sow("intermediates", "features", h)
     return _dense(self.num_classes, "linear", h)
 
 

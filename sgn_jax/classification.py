@@ -314,6 +314,14 @@ class Classifier:
     return images[:count]
 
   # ---- evaluation ----------------------------------------------------------
+  def predict_probs(self, params, model_state, images):
+    """The method's predictive distribution p(c | x), (B, C), for raw (unnormalised)
+    images in evaluation mode (HET's Monte-Carlo samples with a fixed key)."""
+    key = jax.random.PRNGKey(0)
+    outputs, _ = self._forward(params, model_state, self._normalize(images), train=False,
+                               key=key)
+    return jnp.exp(self.method.log_probs(outputs, key))
+
   def eval_sums(self, params, model_state, images, labels, mask):
     """Sums over one padded eval batch: correct top-1 and top-5 predictions, NLL,
     count, and the per-bin statistics of the expected calibration error (15 bins)."""
@@ -443,12 +451,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stop_at = min(total_steps, step + config.stop_after_steps) if config.stop_after_steps \
       else total_steps
 
-  def check_pending():
+  def check_pending(clear: bool = True):
+    """Mean of the metrics since the last log, checked for NaN; `clear` starts a new
+    window (logging does; evaluations and checkpoints only check)."""
     nonlocal pending, last_train
     if not pending:
       return
     summary = _mean_metrics(pending)
-    pending = []
+    if clear:
+      pending = []
     if summary["nonfinite"] or not np.isfinite(summary["loss"]):
       last = checkpointer.latest_step
       kept = (f"The last good checkpoint (step {last}) is kept in {checkpointer.directory}."
@@ -480,13 +491,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.write_scalars(step, {f"train/{k}": v for k, v in {**summary, **rates}.items()})
 
       if step % eval_every == 0 or step == total_steps:
-        check_pending()
+        check_pending(clear=False)
         with reporter.timed("eval"):
           eval_results = run_evaluation(step)
 
       preempted = checkpointer.preempted(step)
       if checkpointer.should_save(step) or step == stop_at or preempted:
-        check_pending()
+        check_pending(clear=False)
         with reporter.timed("checkpoint"):
           checkpointer.save(step, state, force=True)
       if preempted:

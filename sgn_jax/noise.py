@@ -469,6 +469,36 @@ def make_noisy_labels(clean_labels, kind, *, num_classes, rate=0.0, dataset=None
     return sample_noisy_labels(clean, T, seed), T
 
 
+def load_labels_file(path, num_examples, num_classes):
+    """Training labels and their transition matrix from a corrector's ``.npz``.
+
+    The file (e.g. written by `sgn_jax.corrector.correct_labels`) holds
+    ``labels``: int ``(n,)`` in ``[0, num_classes)``, one per training example
+    in the dataset's original order (before any validation split), and
+    optionally ``transition``: ``C × C`` row-stochastic, ``T[y, ŷ] = p(ŷ | y)``
+    (the estimated noise of these labels; TDSM's weights use it). Returns
+    ``(labels int32, T or None)``. Errors name the file and what is wrong.
+    """
+    import os  # pylint: disable=g-import-not-at-top
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"noise.labels_file={path!r}: no such file (write one with a corrector: "
+            "python -m sgn_jax.corrector --run_dir=CLASSIFY_WORKDIR)")
+    with np.load(path) as data:
+        if "labels" not in data:
+            raise ValueError(f"noise.labels_file={path!r} has no array 'labels' "
+                             f"(found: {sorted(data.files)})")
+        labels = _as_labels(data["labels"], f"{path}['labels']", num_classes)
+        transition = data["transition"] if "transition" in data else None
+    if labels.shape[0] != num_examples:
+        raise ValueError(f"noise.labels_file={path!r} has {labels.shape[0]} labels but the "
+                         f"training set has {num_examples} examples")
+    if transition is not None:
+        transition = check_transition(transition, num_classes)
+    return labels.astype(np.int32), transition
+
+
 # --------------------------------------------------------------------------
 # Diagnostics.
 # --------------------------------------------------------------------------

@@ -59,18 +59,24 @@ def prepare_splits(config: ml_collections.ConfigDict) -> Splits:
 
   Noise is drawn on the full training set before the split, so the validation
   labels are noisy too (SGN's protocol) and the labels are the same on every
-  host and every resume.
+  host and every resume. With `noise.labels_file` (a corrector's npz, see
+  `noise.load_labels_file`) those labels and their transition replace the draw.
   """
   dataset = loading.load_dataset(config.dataset)
   num_classes = dataset.num_classes
   if num_classes != config.num_classes:
     raise ValueError(
         f"num_classes={config.num_classes} but dataset {dataset.name} has {num_classes}")
-  noisy, transition = noise.make_noisy_labels(
-      dataset.train_labels, config.noise.kind, num_classes=num_classes,
-      rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
-      seed=config.seed, label_sets=dataset.label_sets,
-      label_set=config.noise.label_set or None)
+  labels_file = config.noise.get("labels_file") or ""
+  if labels_file:  # e.g. a corrector's labels and their estimated transition
+    noisy, transition = noise.load_labels_file(labels_file, len(dataset.train_labels),
+                                               num_classes)
+  else:
+    noisy, transition = noise.make_noisy_labels(
+        dataset.train_labels, config.noise.kind, num_classes=num_classes,
+        rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
+        seed=config.seed, label_sets=dataset.label_sets,
+        label_set=config.noise.label_set or None)
   summary = noise.noise_summary(dataset.train_labels, noisy, num_classes)
   train_rows, val_rows = loading.split_validation(
       len(noisy), config.dataset.val_fraction, config.seed)

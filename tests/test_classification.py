@@ -286,3 +286,17 @@ def test_real_mnist_through_tfds_learns_through_noise(tmp_path, mnist_tfds_dir):
   metrics = classification.train_and_evaluate(config, str(tmp_path))
   assert 0.37 < metrics["noise/realised_rate"] < 0.43
   assert metrics["test/accuracy"] > 0.8, metrics  # chance is 0.1
+
+
+def test_logged_loss_covers_every_step_despite_evaluations_and_checkpoints(tmp_path):
+  # Evaluations (every epoch = 32 steps) and checkpoints (every 5 steps) check the
+  # pending metrics for NaN without dropping them: a log every 40 steps averages
+  # all 40 per-step losses, also across the epoch boundary at step 32.
+  every = _tiny("epochs=2", log_every_steps=1, checkpoint_every_steps=1000)
+  classification.train_and_evaluate(every, str(tmp_path / "every"))
+  window = _tiny("epochs=2", log_every_steps=40, checkpoint_every_steps=5)
+  classification.train_and_evaluate(window, str(tmp_path / "window"))
+  per_step = _history(tmp_path / "every")
+  logged = _history(tmp_path / "window")
+  np.testing.assert_allclose(logged[40], np.mean([per_step[s] for s in range(1, 41)]),
+                             rtol=1e-5)

@@ -61,9 +61,16 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def restore_or(self, state):
-    """The latest checkpoint restored into the structure/shardings of `state`, else `state`."""
-    step = self._manager.latest_step()
+  def restore_or(self, state, step: int | None = None):
+    """The latest checkpoint (or the one at `step`) restored into the structure and
+    shardings of `state`; `state` itself when there is none (and no `step` was asked)."""
+    if step is not None:
+      steps = self.all_steps()
+      if step not in steps:
+        raise ValueError(f"no checkpoint at step {step} in {self.directory}; "
+                         f"available: {sorted(steps)}")
+    else:
+      step = self._manager.latest_step()
     if step is None:
       return state
     logging.info("Resuming from checkpoint at step %d in %s", step, self.directory)

@@ -1,0 +1,226 @@
+"""Classification Accuracy Score (CAS; Ravuri & Vinyals, 2019).
+
+A class-conditional generator is scored by how well a classifier trained ONLY on
+its samples works on real data:
+
+  1. draw samples x~_i ~ p_G(x | y_i) for conditioning labels y_i;
+  2. train a classifier from scratch on {(x~_i, y_i)};
+  3. CAS = (1 / N_test) sum_j 1[argmax_k f(x_j)_k = y_j] on the REAL test set.
+
+A generator that ignores its labels gives chance accuracy; one whose samples of
+class y are not recognisable as y in real data scores low, however sharp they
+look. Here the classifier is trained by the repo's own classification pipeline
+(`sgn_jax.classification.train_and_evaluate`, method `ce`, no label noise): the
+samples and the real test set are written as an npz dataset into
+WORKDIR/cas/data.npz and the run lives in WORKDIR/cas/ (checkpoints, TensorBoard,
+metrics.json), so a preempted CAS run resumes when called again with the same
+inputs.
+
+Architectures (`arch`):
+  cnn       the repo's 2-conv MNIST CNN (`SmallCNN` with BatchNorm), default
+            for mnist / fashion_mnist;
+  resnet50  ResNet-50 v1.5 with the CIFAR stem (3x3 stride-1 conv, no max-pool;
+            `sgn_jax.models.ResNet50(cifar_stem=True)`), default for CIFAR as
+            in the CAS paper's ResNet-50;
+  any other name of `sgn_jax.models.MODELS` is passed through (e.g. wrn28_2).
+
+Budget knobs (defaults in `CAS_DEFAULTS`, per dataset): `epochs` (training
+length; steps = epochs * floor(n_samples / batch_size)), `batch_size`,
+`learning_rate` (SGD with Nesterov momentum 0.9, multiplied by 0.1 at each of
+`lr_decay_epochs`), `weight_decay` (the pipeline's penalty lambda * sum w^2,
+gradient 2 lambda w: the default 2.5e-4 is torch's weight_decay=5e-4). The test
+set is evaluated once, at the end (the net, not its EMA, is reported). On CIFAR
+the pipeline's on-device random crops (pad 2) and horizontal flips apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+# Datasets CAS can be run for (their real test sets are plain arrays).
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+RUN_DIR = "cas"
+
+# Per-dataset defaults of the budget knobs (any of them can be overridden).
+CAS_DEFAULTS = {
+    "mnist": dict(arch="cnn", epochs=10, batch_size=128, learning_rate=0.01,
+                  weight_decay=2.5e-4, lr_decay_epochs=()),
+    "fashion_mnist": dict(arch="cnn", epochs=20, batch_size=128, learning_rate=0.01,
+                          weight_decay=2.5e-4, lr_decay_epochs=()),
+    "cifar10": dict(arch="resnet50", epochs=100, batch_size=128, learning_rate=0.1,
+                    weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
+    "cifar100": dict(arch="resnet50", epochs=100, batch_size=128, learning_rate=0.1,
+                     weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
+}
+
+
+def _model_config(arch: str) -> dict[str, Any]:
+  """`config.model` fields for `arch` (see the module docstring)."""
+  from sgn_jax import models  # pylint: disable=g-import-not-at-top
+  if arch == "cnn":
+    return dict(name="cnn", batch_norm=True)
+  if arch == "resnet50":
+    return dict(name="resnet50", cifar_stem=True)
+  if arch not in models.MODELS:
+    raise ValueError(f"arch={arch!r} is not known; allowed: cnn, resnet50 or a model of "
+                     f"sgn_jax.models.MODELS {sorted(models.MODELS)}")
+  return dict(name=arch)
+
+
+def _check_arrays(samples, labels, test_images, test_labels, num_classes: int):
+  samples, test_images = np.asarray(samples), np.asarray(test_images)
+  labels, test_labels = np.asarray(labels), np.asarray(test_labels)
+  for name, x in (("samples", samples), ("test_images", test_images)):
+    if x.dtype != np.uint8 or x.ndim != 4:
+      raise ValueError(
+          f"{name} must be uint8 NHWC images (N, H, W, C) in [0, 255]; got {x.dtype} "
+          f"{x.shape} (model-range samples: lnrd.diffusion.images_to_uint8)")
+  if samples.shape[1:] != test_images.shape[1:]:
+    raise ValueError(f"samples {samples.shape[1:]} and test_images {test_images.shape[1:]} "
+                     "must have the same image shape")
+  for name, y, x in (("labels", labels, samples), ("test_labels", test_labels, test_images)):
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+      raise ValueError(f"{name} must be integers of shape ({len(x)},); got {y.dtype} {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+      raise ValueError(f"{name} take values in [{y.min()}, {y.max()}]; allowed: "
+                       f"[0, {num_classes})")
+  return samples, labels.astype(np.int32), test_images, test_labels.astype(np.int32)
+
+
+def _fingerprint(arrays, settings) -> str:
+  h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+  for a in arrays:
+    h.update(str((a.dtype, a.shape)).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def cas_config(dataset: str, npz_path: str, *, arch: str, epochs: int, batch_size: int,
+               learning_rate: float, weight_decay: float, lr_decay_epochs=(),
+               seed: int = 0, eval_batch_size: int = 1000):
+  """The classification config of a CAS run: ce on the npz's train split, no noise.
+
+  Built with `configs.common.classification_config(dataset, "none", "method=ce,...")`
+  and then `dataset.source="npz"`, `dataset.path=npz_path`, no validation split,
+  the model of `arch`, the budget above, and one evaluation, at the end.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                      ("eval_batch_size", eval_batch_size)):
+    if int(value) != value or value <= 0:
+      raise ValueError(f"{name}={value} must be a positive integer")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be > 0")
+  config = common.classification_config(
+      dataset, "none", f"method=ce,seed={int(seed)},epochs={int(epochs)},source=npz")
+  config.dataset.path = str(npz_path)
+  config.dataset.val_fraction = 0.0
+  config.noise.rate = 0.0
+  config.model = ml_collections.ConfigDict(_model_config(arch))
+  config.optim.learning_rate = float(learning_rate)
+  config.optim.weight_decay = float(weight_decay)
+  config.optim.lr_decay_epochs = tuple(lr_decay_epochs)
+  config.batch_size = int(batch_size)
+  config.eval_batch_size = int(eval_batch_size)
+  config.eval_every_epochs = int(epochs)  # one evaluation, at the end
+  return config
+
+
+def classification_accuracy_score(samples, labels, test_images, test_labels, *,
+                                  dataset: str, workdir: str, arch: str | None = None,
+                                  epochs: int | None = None, batch_size: int | None = None,
+                                  learning_rate: float | None = None,
+                                  weight_decay: float | None = None,
+                                  lr_decay_epochs=None, seed: int = 0,
+                                  eval_batch_size: int = 1000, devices=None,
+                                  overwrite: bool = False) -> dict[str, Any]:
+  """CAS: accuracy on the real test set of a classifier trained on generated samples.
+
+  Args:
+    samples: (N, H, W, C) uint8 generated images (H, W, C of `dataset`).
+    labels: (N,) int conditioning labels the samples were generated with.
+    test_images: (M, H, W, C) uint8 REAL test images.
+    test_labels: (M,) int their true labels.
+    dataset: one of `DATASETS` (sets the classes, image shape, normalisation).
+    workdir: folder of the evaluation; the run goes to WORKDIR/cas/.
+    arch: 'cnn', 'resnet50' or a `sgn_jax.models.MODELS` name (None: per dataset).
+    epochs, batch_size, learning_rate, weight_decay, lr_decay_epochs: the
+      training budget; None takes `CAS_DEFAULTS[dataset]`.
+    seed: seed of the initialisation and the data order.
+    eval_batch_size: global batch of the test evaluation.
+    devices: devices of the data-parallel mesh (default: all); batch sizes
+      must be multiples of their number.
+    overwrite: delete an existing WORKDIR/cas/ made from other inputs (else
+      ValueError); a run with the same inputs and settings is resumed.
+
+  Returns:
+    {'accuracy': CAS (the trained net's test top-1 accuracy), 'ema_accuracy',
+     'nll', 'ece', 'num_train', 'num_test', 'arch', 'epochs', 'steps',
+     'completed', 'run_dir'}.
+
+  Raises:
+    ValueError: unknown dataset/arch, malformed arrays, bad budget values, or
+      a WORKDIR/cas/ of different inputs without overwrite.
+  """
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  if dataset not in DATASETS:
+    raise ValueError(f"dataset={dataset!r} is not supported by CAS; allowed: {list(DATASETS)}")
+  samples, labels, test_images, test_labels = _check_arrays(
+      samples, labels, test_images, test_labels, common.NUM_CLASSES[dataset])
+  defaults = CAS_DEFAULTS[dataset]
+  settings = dict(
+      arch=arch or defaults["arch"],
+      epochs=defaults["epochs"] if epochs is None else epochs,
+      batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+      learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
+      weight_decay=defaults["weight_decay"] if weight_decay is None else weight_decay,
+      lr_decay_epochs=tuple(defaults["lr_decay_epochs"] if lr_decay_epochs is None
+                            else lr_decay_epochs),
+      seed=seed, eval_batch_size=eval_batch_size)
+  if settings["batch_size"] > len(samples):
+    raise ValueError(f"batch_size={settings['batch_size']} is larger than the number of "
+                     f"samples ({len(samples)})")
+
+  run_dir = os.path.join(workdir, RUN_DIR)
+  npz_path = os.path.join(run_dir, "data.npz")
+  fingerprint = _fingerprint((samples, labels, test_images, test_labels),
+                             dict(settings, dataset=dataset))
+  stamp = os.path.join(run_dir, "fingerprint.txt")
+  if os.path.exists(run_dir):
+    old = open(stamp).read().strip() if os.path.exists(stamp) else None
+    if old != fingerprint:
+      if old is not None and not overwrite:  # (no stamp: an interrupted set-up)
+        raise ValueError(
+            f"workdir={workdir!r} already holds a CAS run ({run_dir}) of other samples or "
+            "settings; pass overwrite=True to replace it, or use another workdir")
+      shutil.rmtree(run_dir)
+  os.makedirs(run_dir, exist_ok=True)
+  if not os.path.exists(stamp):
+    np.savez(npz_path, train_images=samples, train_labels=labels,
+             test_images=test_images, test_labels=test_labels)
+    with open(stamp, "w") as f:
+      f.write(fingerprint + "\n")
+
+  config = cas_config(dataset, npz_path, **settings)
+  final = classification.train_and_evaluate(config, run_dir, devices=devices)
+  return {
+      "accuracy": float(final["test/accuracy"]),
+      "ema_accuracy": float(final["ema_test/accuracy"]),
+      "nll": float(final["test/nll"]),
+      "ece": float(final["test/ece"]),
+      "num_train": int(len(samples)),
+      "num_test": int(len(test_images)),
+      "arch": settings["arch"],
+      "epochs": settings["epochs"],
+      "steps": int(final["step"]),
+      "completed": bool(final["completed"]),
+      "run_dir": run_dir,
+  }
