@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from configs import mnist_sym
+from lnrd import diffusion
 from lnrd import evaluate
 from lnrd import pipeline
 from sgn_jax import corrector
 from sgn_jax import noise
 from sgn_jax import train_data
+from sgn_jax.training import mesh as mesh_lib
 
 ONE = jax.devices()[:1]
 
@@ -182,28 +184,28 @@ def test_corrector_pipeline_runs_every_stage_and_resumes(corrected_tdsm):
 
 
 def test_evaluate_resumes_from_saved_sample_batches(tmp_path, corrected_tdsm):
-  data, workdir, _, _ = corrected_tdsm
-  ev = mnist_sym.get_config("task=evaluate,method=dsm,source=npz")
-  ev.dataset.path = data
-  ev.sample.num_steps = 2
-  e = ev.evaluate
-  e.run_dir = os.path.join(workdir, "diffusion")
-  e.per_class, e.batch_size, e.num_real, e.feature_batch_size = 2, 8, 100, 64
-  e.metrics, e.feature_nets = ("fid", "cw_fid"), ("classifier",)
-  e.feature_classifier_dir = os.path.join(workdir, "classifier")
-  out = str(tmp_path / "eval")
-  first = evaluate.evaluate(ev, out, ONE)
-  batch_file = os.path.join(out, "samples", "batch_00001.npz")
-  before = np.load(batch_file)["samples"]
-  os.remove(os.path.join(out, "samples", "batch_00002.npz"))  # "killed" before the last batch
-  second = evaluate.evaluate(ev, out, ONE)
-  np.testing.assert_array_equal(np.load(batch_file)["samples"], before)
-  assert second["num_samples"] == first["num_samples"] == 20
-  assert second["classifier/fid"] == pytest.approx(first["classifier/fid"], rel=1e-6)
-  assert second["classifier/cw_fid"] == pytest.approx(first["classifier/cw_fid"], rel=1e-6)
-  # the same samples as the pipeline's own evaluation (same seed, batches, sampler)
-  pipeline_batch = np.load(os.path.join(workdir, "evaluate", "samples", "batch_00001.npz"))
-  np.testing.assert_array_equal(pipeline_batch["samples"], before)
+  """A killed evaluation samples only the missing batches, and gets the same samples."""
+  _, workdir, config, _ = corrected_tdsm
+  run_dir = os.path.join(workdir, "diffusion")
+  model, variables, _ = diffusion.restore_ema_params(diffusion.load_run_config(run_dir),
+                                                     run_dir, mesh_lib.create_mesh(ONE))
+  labels = np.repeat(np.arange(10), 2).astype(np.int32)
+  key = jax.random.PRNGKey(config.evaluate.seed)
+  folder = str(tmp_path / "samples")
+  first = evaluate.sample_in_batches(model, variables, labels, key, config.sample, 8, folder)
+  os.remove(os.path.join(folder, "batch_00002.npz"))  # "killed" before the last batch
+  calls = []
+  original = model.sample
+  model.sample = lambda *a, **k: calls.append(len(a[1])) or original(*a, **k)
+  second = evaluate.sample_in_batches(model, variables, labels, key, config.sample, 8, folder)
+  assert calls == [4]  # only the missing batch (rows 16..19) was sampled again
+  np.testing.assert_array_equal(second, first)
+  # the pipeline's own evaluation drew the same samples (same seed, batches, sampler)
+  with np.load(os.path.join(workdir, "evaluate", "samples", "batch_00001.npz")) as saved:
+    np.testing.assert_array_equal(saved["samples"], first[8:16])
+  with pytest.raises(ValueError, match="other labels"):
+    evaluate.sample_in_batches(model, variables, labels[::-1].copy(), key, config.sample, 8,
+                               folder)
 
 
 def test_rows_split_over_processes_merge_back_in_order():
