@@ -175,15 +175,7 @@ def correct_labels(run_dir: str, out: str | None = None, *, floor: float = 1e-3,
   dataset = loading.load_dataset(config.dataset)  # the original order, all training examples
   batch = config.eval_batch_size
   mesh_lib.check_divisible(batch, mesh, "eval_batch_size")
-  if config.noise.get("labels_file"):
-    given, noise_transition = noise.load_labels_file(
-        config.noise.labels_file, len(dataset.train_labels), config.num_classes)
-  else:
-    given, noise_transition = noise.make_noisy_labels(
-        dataset.train_labels, config.noise.kind, num_classes=config.num_classes,
-        rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
-        seed=config.seed, label_sets=dataset.label_sets,
-        label_set=config.noise.label_set or None)
+  given, noise_transition = train_data.training_labels(config, dataset)
   agreement = {}
   for name in (("net", "ema") if params == "best" else (params,)):
     probs = predict_probs(classifier, *candidates[name], dataset.train_images, batch)

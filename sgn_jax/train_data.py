@@ -54,6 +54,20 @@ class Splits:
   transition: np.ndarray | None
 
 
+def training_labels(config: ml_collections.ConfigDict, dataset) -> tuple[np.ndarray, Any]:
+  """(labels to train on, their transition T or None) for every training example of
+  `dataset`, in its original order: `noise.labels_file` when set (e.g. a
+  corrector's labels and estimated T), else noise drawn once from `config.seed`."""
+  labels_file = config.noise.get("labels_file") or ""
+  if labels_file:
+    return noise.load_labels_file(labels_file, len(dataset.train_labels), dataset.num_classes)
+  return noise.make_noisy_labels(
+      dataset.train_labels, config.noise.kind, num_classes=dataset.num_classes,
+      rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
+      seed=config.seed, label_sets=dataset.label_sets,
+      label_set=config.noise.label_set or None)
+
+
 def prepare_splits(config: ml_collections.ConfigDict) -> Splits:
   """Loads the dataset, draws its noisy labels once from the seed, splits off validation.
 
@@ -67,16 +81,7 @@ def prepare_splits(config: ml_collections.ConfigDict) -> Splits:
   if num_classes != config.num_classes:
     raise ValueError(
         f"num_classes={config.num_classes} but dataset {dataset.name} has {num_classes}")
-  labels_file = config.noise.get("labels_file") or ""
-  if labels_file:  # e.g. a corrector's labels and their estimated transition
-    noisy, transition = noise.load_labels_file(labels_file, len(dataset.train_labels),
-                                               num_classes)
-  else:
-    noisy, transition = noise.make_noisy_labels(
-        dataset.train_labels, config.noise.kind, num_classes=num_classes,
-        rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
-        seed=config.seed, label_sets=dataset.label_sets,
-        label_set=config.noise.label_set or None)
+  noisy, transition = training_labels(config, dataset)
   summary = noise.noise_summary(dataset.train_labels, noisy, num_classes)
   train_rows, val_rows = loading.split_validation(
       len(noisy), config.dataset.val_fraction, config.seed)
