@@ -85,7 +85,7 @@ diffusion, generate; the dataset/noise keys are as above):
                        feature_classifier_dir (classifier trained on CLEAN labels),
                        seed, cas.arch/epochs/batch_size/learning_rate (lnrd.evaluate).
   discover.*           classifier_dir, sigmas, top_k, grid_count, batch_size,
-                       assumed_rate (lnrd.discovery: suspects of mislabelling).
+                       assumed_rate, seed (lnrd.discovery: suspects of mislabelling).
   pipeline.*           corrector ("" or a classification method, e.g. sgn; argument
                        `:corrector=sgn`), corrector_epochs, corrector_floor, corrector_params
                        (net | ema | best), evaluate
