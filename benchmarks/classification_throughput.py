@@ -5,7 +5,8 @@ r"""Training throughput of classification methods (images/s), side by side in on
         --dtype=bfloat16 --steps=50 --json=/tmp/throughput.json
 
 Each (method, batch size) pair runs the real jitted train step of
-`sgn_jax.classification.Classifier` (device-resident CIFAR-shaped data: gather,
+`sgn_jax.classification.make_train_step`, composed with the device-resident batch drawer by
+`sgn_jax.training.loop.jit_step` as `task=classify` runs it (CIFAR-shaped data: gather,
 crop/flip, forward, loss, backward, SGD, EMA) on all local devices, after a
 warm-up that includes compilation. Reported: compile seconds, steps/s and
 images/s over `--steps` timed steps (median of `--repeats` windows), and the
@@ -26,31 +27,35 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import cifar10_sym  # pylint: disable=wrong-import-position
 from sgn_jax import classification  # pylint: disable=wrong-import-position
+from sgn_jax import methods  # pylint: disable=wrong-import-position
 from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
+from sgn_jax.training import loop  # pylint: disable=wrong-import-position
 from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def measure(method_name, batch_size, args, mesh, images, labels):
-  config = cifar10_sym.get_config(f"method={method_name}")
-  config.batch_size = batch_size
-  config.model.depth, config.model.width = args.depth, args.width
+  method = methods.get_method(method_name)
+  kwargs = dict(depth=args.depth, width=args.width)
   if args.dtype != "float32":
-    config.model.dtype = args.dtype
-  method = classification.build_method(config)
-  model = classification.build_model(config, method)
+    kwargs["dtype"] = args.dtype
+  model = classification.build_model("wrn", 10, method, **kwargs)
+  tx = classification.sgd(0.01, momentum=0.9, nesterov=True)
   steps_per_epoch = len(labels) // batch_size
-  classifier = classification.Classifier(
-      config, method, model, classification.build_optimizer(config), mesh,
-      images.shape[1:], steps_per_epoch)
-  state = classifier.init_state(jax.random.PRNGKey(0))
-  state = classifier.with_example_state(state, labels)
+  state = classification.init_state(model, tx, images.shape[1:], jax.random.PRNGKey(0), mesh)
+  state = classification.with_example_state(state, method, labels, 10, mesh)
+  train_step = classification.make_train_step(
+      model, method, tx, num_classes=10, steps_per_epoch=steps_per_epoch, ema_decay=0.9999,
+      weight_decay=2.5e-4, preprocess=classification.normalizer(CIFAR10_MEAN, CIFAR10_STD),
+      mesh=mesh)
   permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
-                        out_shardings=classifier.replicated)(jax.random.PRNGKey(1))
+                        out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(1))
   inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
             "train_labels": device_data.put_table(labels, mesh)}
-  step = jax.jit(classifier.train_step, donate_argnums=0)
+  step = loop.jit_step(train_step, device_data.BatchDrawer(batch_size, steps_per_epoch, mesh,
+                                                           crop_padding=2, flip=True))
   sync = mesh_lib.needs_step_sync(mesh)
 
   compile_s, seconds, state, metrics = step_timer.time_train_step(

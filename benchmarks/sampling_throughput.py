@@ -5,16 +5,16 @@ end-to-end time of an evaluation (samples + Inception features) on the device pr
     python benchmarks/sampling_throughput.py --dataset=cifar10 --batch_sizes=256,512 \
         --end_to_end=50000 --json=/tmp/sampling.json                           # GPU
 
-Every row runs the real jitted, sharded `lnrd.diffusion.Diffusion.sample` of
-the dataset's diffusion config (`configs/<dataset>_sym.py:method=dsm`: DDPM++
+Every row runs the real jitted, sharded sampler (`lnrd.runs.DiffusionModel.sample`) of
+the dataset's diffusion network (as `configs/<dataset>_sym.py:method=dsm`: DDPM++
 55.7M parameters for CIFAR-10, ddpmpp_mnist 1.56M for MNIST; `--model_channels`
 etc. shrink it) with freshly initialised weights (the speed does not depend on
 the values), class-conditional, after one compile call. Reported per batch size:
 compile seconds, seconds per batch, images/s and network evaluations/s.
 
 `--end_to_end=N`: the time `task=evaluate` spends on N samples: sampling in
-batches (`lnrd.evaluate.sample_in_batches`, saved to a temporary folder) and the
-Inception pool3/logits of those samples (`lnrd.evaluate.compute_features`),
+batches (`lnrd.evaluation.sample_in_batches`, saved to a temporary folder) and the
+Inception pool3/logits of those samples (`lnrd.evaluation.compute_features`),
 with the installed FID Inception weights (`lnrd.metrics.inception_weights`) or
 random ones. Kept small on a CPU.
 """
@@ -34,24 +34,33 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 
+# dataset -> (preset, data shape, pad_to, classes), as the dataset configs choose them
+PRESETS = {"mnist": ("ddpmpp_mnist", (28, 28, 1), 32, 10), "cifar10": ("ddpmpp", (32, 32, 3), 0, 10),
+           "cifar100": ("ddpmpp", (32, 32, 3), 0, 100)}
+
+
 def _diffusion(args):
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from lnrd import augment  # pylint: disable=g-import-not-at-top
   from lnrd import diffusion as diffusion_lib  # pylint: disable=g-import-not-at-top
+  from lnrd import edm  # pylint: disable=g-import-not-at-top
+  from lnrd import images  # pylint: disable=g-import-not-at-top
+  from lnrd import runs  # pylint: disable=g-import-not-at-top
   from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  config = common.diffusion_config(args.dataset, "sym", "method=dsm")
-  for key in ("model_channels", "num_blocks"):
-    if getattr(args, key):
-      config.network[key] = getattr(args, key)
+  arch, data_shape, pad_to, num_classes = PRESETS[args.dataset]
+  overrides = {k: getattr(args, k) for k in ("model_channels", "num_blocks") if getattr(args, k)}
   if args.channel_mult:
-    config.network.channel_mult = tuple(int(v) for v in args.channel_mult.split(","))
-  config.sample.num_steps = args.num_steps
+    overrides["channel_mult"] = tuple(int(v) for v in args.channel_mult.split(","))
   mesh = mesh_lib.create_mesh()
-  data_shape = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}.get(args.dataset, (32, 32, 3))
-  from lnrd import train_loop  # pylint: disable=g-import-not-at-top
-  shape = train_loop.model_input_shape(data_shape, config.pad_to)
-  diffusion = diffusion_lib.Diffusion(config, mesh, shape, config.num_classes, 1)
-  state = diffusion.init_state(jax.random.PRNGKey(0))
-  return config, diffusion, diffusion_lib.ema_variables(state), mesh
+  shape = images.model_input_shape(data_shape, pad_to)
+  model = diffusion_lib.build_network(arch, shape, num_classes,
+                                      augment_dim=augment.edm_cifar_pipe().augment_dim,
+                                      dropout=0.13, **overrides)
+  state = diffusion_lib.init_state(model, edm.adam_with_warmup(), shape, num_classes,
+                                   jax.random.PRNGKey(0), mesh)
+  network = runs.DiffusionModel(run=None, model=model, precond=edm.get_preconditioning("edm"),
+                                num_classes=num_classes, input_shape=shape, data_shape=data_shape,
+                                variables=diffusion_lib.ema_variables(state), step=0)
+  return arch, network, mesh
 
 
 def main():
@@ -68,26 +77,29 @@ def main():
   parser.add_argument("--json", default="")
   args = parser.parse_args()
 
-  config, diffusion, variables, mesh = _diffusion(args)
-  from lnrd import train_loop  # pylint: disable=g-import-not-at-top
-  params = train_loop.num_params(variables["params"])
+  from lnrd import sampler as sampler_lib  # pylint: disable=g-import-not-at-top
+  from sgn_jax.training.train_state import num_params  # pylint: disable=g-import-not-at-top
+  arch, network, mesh = _diffusion(args)
+  settings = sampler_lib.SamplerSettings(num_steps=args.num_steps)
+  sample_fn = network.sampler(mesh, settings)
+  params = num_params(network.variables["params"])
   nfe = 2 * args.num_steps - 1
   rows = []
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} | {platform.node()} | "
-        f"{args.dataset} {config.network.arch} {params:,} params | Heun {args.num_steps} steps "
+        f"{args.dataset} {arch} {params:,} params | Heun {args.num_steps} steps "
         f"({nfe} evaluations)")
   print(f"{'batch':>6} {'compile s':>10} {'s/batch':>9} {'img/s':>9} {'evals/s':>9}")
   for batch in (int(b) for b in args.batch_sizes.split(",")):
-    labels = np.arange(batch, dtype=np.int32) % diffusion.num_classes
+    labels = np.arange(batch, dtype=np.int32) % network.num_classes
     key = jax.random.PRNGKey(1)
     start = time.perf_counter()
-    diffusion.sample(variables, labels, key, config.sample, batch_size=batch)
+    network.sample(labels, key, mesh, batch_size=batch, sample_fn=sample_fn)
     compile_s = time.perf_counter() - start
     times = []
     for r in range(args.repeats):
       start = time.perf_counter()
-      diffusion.sample(variables, labels, jax.random.fold_in(key, r), config.sample,
-                       batch_size=batch)
+      network.sample(labels, jax.random.fold_in(key, r), mesh, batch_size=batch,
+                     sample_fn=sample_fn)
       times.append(time.perf_counter() - start)
     per_batch = float(np.median(times))
     row = dict(batch=batch, compile_s=compile_s, seconds_per_batch=per_batch,
@@ -97,22 +109,21 @@ def main():
           f"{row['evals_per_second']:>9.1f}")
 
   result = {"device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-            "dataset": args.dataset, "arch": config.network.arch, "params": params,
+            "dataset": args.dataset, "arch": arch, "params": params,
             "num_steps": args.num_steps, "rows": rows}
   if args.end_to_end:
-    from lnrd import diffusion as diffusion_lib  # pylint: disable=g-import-not-at-top
-    from lnrd import evaluate  # pylint: disable=g-import-not-at-top
-    from lnrd import sampler as sampler_lib  # pylint: disable=g-import-not-at-top
+    from lnrd import evaluation  # pylint: disable=g-import-not-at-top
+    from lnrd import images as images_lib  # pylint: disable=g-import-not-at-top
     from lnrd.metrics import inception  # pylint: disable=g-import-not-at-top
     batch = max(r["batch"] for r in rows)
-    labels = sampler_lib.class_balanced_labels(-(-args.end_to_end // diffusion.num_classes),
-                                               diffusion.num_classes)[:args.end_to_end]
+    labels = sampler_lib.class_balanced_labels(-(-args.end_to_end // network.num_classes),
+                                               network.num_classes)[:args.end_to_end]
     with tempfile.TemporaryDirectory() as folder:
       start = time.perf_counter()
-      samples = evaluate.sample_in_batches(diffusion, variables, labels, jax.random.PRNGKey(2),
-                                           config.sample, batch, folder)
+      samples = evaluation.sample_in_batches(network, labels, jax.random.PRNGKey(2), mesh,
+                                             settings, batch, folder)
       sample_s = time.perf_counter() - start
-    images = diffusion_lib.images_to_uint8(samples)
+    images = images_lib.images_to_uint8(samples)
     weights = None if args.inception_weights in ("", "random") else args.inception_weights
     net = (inception.InceptionFeatures(inception.random_variables())
            if args.inception_weights == "random" else inception.InceptionFeatures.load(weights))
@@ -120,7 +131,7 @@ def main():
     def pool3(variables, x):
       return {"features": net.module.apply(variables, inception.preprocess(x, net.mode))["pool3"]}
     start = time.perf_counter()
-    evaluate.compute_features(pool3, images, min(batch, 200), mesh, net.variables)
+    evaluation.compute_features(pool3, images, min(batch, 200), mesh, net.variables)
     feature_s = time.perf_counter() - start
     result["end_to_end"] = dict(num_samples=len(labels), sample_seconds=sample_s,
                                 feature_seconds=feature_s, total_seconds=sample_s + feature_s)

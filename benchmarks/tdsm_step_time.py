@@ -4,8 +4,9 @@ r"""Train-step time of DSM and of TDSM with each estimator, C = 10 and C = 100, 
     python benchmarks/tdsm_step_time.py --arch=ddpmpp --resolution=32 --channels=3 \
         --model_channels=0 --batch_size=512 --steps=20 --json=/tmp/tdsm_steps.json   # GPU, CIFAR
 
-Every row runs the real jitted, state-donating `lnrd.diffusion.Diffusion.train_step`
-(device-resident data, EDM augmentation, sigma and noise, the time-dependent
+Every row runs the real jitted, state-donating train step of `lnrd.diffusion.make_train_step`
+composed with the device-resident batch drawer by `sgn_jax.training.loop.jit_step`, as
+`task=diffusion` runs it (EDM augmentation p = 0.12, dropout 0.13, sigma and noise, the time-dependent
 classifier's forward pass and the transition-aware weights for TDSM, the loss,
 backward, Adam and EMA) with the SAME network and batch; only the loss differs:
 
@@ -28,6 +29,7 @@ compare the ratios only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -38,12 +40,16 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import common  # pylint: disable=wrong-import-position
+from lnrd import augment  # pylint: disable=wrong-import-position
 from lnrd import diffusion  # pylint: disable=wrong-import-position
+from lnrd import edm  # pylint: disable=wrong-import-position
+from lnrd import images as images_lib  # pylint: disable=wrong-import-position
 from lnrd import time_classifier  # pylint: disable=wrong-import-position
 from lnrd import weights as weights_lib  # pylint: disable=wrong-import-position
 from sgn_jax import noise  # pylint: disable=wrong-import-position
 from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
+from sgn_jax.training import ema  # pylint: disable=wrong-import-position
+from sgn_jax.training import loop  # pylint: disable=wrong-import-position
 from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
 
 ROWS = (("dsm", "dsm", None), ("tdsm/sampled", "tdsm", "sampled"),
@@ -53,10 +59,8 @@ ROWS = (("dsm", "dsm", None), ("tdsm/sampled", "tdsm", "sampled"),
 
 def weight_model(args, num_classes, shape):
   if args.classifier_dir and num_classes == 10:
-    from lnrd import noisy_classifier  # pylint: disable=g-import-not-at-top
-    bundle = noisy_classifier.load_export(args.classifier_dir)
-    return diffusion.WeightModel("released", weights_lib.transition_constants(bundle.transition),
-                                 bundle.probs)
+    from lnrd import runs  # pylint: disable=g-import-not-at-top
+    return diffusion.classifier_weights(runs.load_classifier(args.classifier_dir), "released")
   module = time_classifier.get_time_classifier(args.classifier, num_classes)
   variables = module.init(jax.random.PRNGKey(3), np.zeros((1,) + shape, np.float32),
                           np.ones((1,), np.float32))
@@ -67,28 +71,32 @@ def weight_model(args, num_classes, shape):
 
 
 def measure(name, method, estimator, num_classes, args, mesh, images, labels):
-  config = common.diffusion_config("cifar10", "sym", f"method={method}")
-  config.num_classes = num_classes
-  config.network.arch = args.arch
+  shape = (args.resolution, args.resolution, images.shape[-1])
   overrides = {}
   if args.model_channels:
     overrides = dict(model_channels=args.model_channels, channel_mult=(1, 2),
                      num_blocks=1, attn_resolutions=(args.resolution // 2,))
-  config.network.overrides = overrides
-  config.batch_size = args.batch_size
-  config.pad_to = args.resolution
-  if estimator:
-    config.tdsm.estimator = estimator
-  shape = (args.resolution, args.resolution, images.shape[-1])
-  model = weight_model(args, num_classes, shape) if method == "tdsm" else None
-  run = diffusion.Diffusion(config, mesh, shape, num_classes, len(labels) // args.batch_size,
-                            model)
-  state = run.init_state(jax.random.PRNGKey(0))
+  pipe = augment.edm_cifar_pipe(p=0.12)
+  model = diffusion.build_network(args.arch, shape, num_classes, augment_dim=pipe.augment_dim,
+                                  dropout=0.13, **overrides)
+  precond = edm.get_preconditioning("edm")
+  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10_000.0, batch_size=args.batch_size)
+  if method == "tdsm":
+    objective = diffusion.tdsm_objective(precond, weight_model(args, num_classes, shape),
+                                         diffusion.TDSMSettings(estimator=estimator))
+  else:
+    objective = diffusion.dsm_objective(precond)
+  train_step = diffusion.make_train_step(
+      model, tx, objective, precond=precond, num_classes=num_classes,
+      ema_decay=ema.edm_schedule(args.batch_size, 500.0), augment=pipe,
+      preprocess=functools.partial(images_lib.to_model_range, pad_to=args.resolution))
+  state = diffusion.init_state(model, tx, shape, num_classes, jax.random.PRNGKey(0), mesh)
   permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
-                        out_shardings=run.replicated)(jax.random.PRNGKey(1))
+                        out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(1))
   inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
             "train_labels": device_data.put_table(labels, mesh)}
-  step = jax.jit(run.train_step, donate_argnums=0)
+  step = loop.jit_step(train_step, device_data.BatchDrawer(
+      args.batch_size, len(labels) // args.batch_size, mesh))
   sync = mesh_lib.needs_step_sync(mesh)
   compile_s, seconds, state, metrics = step_timer.time_train_step(
       step, state, inputs, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
@@ -122,10 +130,8 @@ def main():
   rng = np.random.default_rng(0)
   n = max(4 * args.batch_size, 256)
   if args.data:
-    import ml_collections  # pylint: disable=g-import-not-at-top
     from sgn_jax.data import loading  # pylint: disable=g-import-not-at-top
-    dataset = loading.load_dataset(ml_collections.ConfigDict(
-        dict(name="mnist", source="idx", path=args.data)))
+    dataset = loading.load_dataset(loading.DatasetSpec(name="mnist", source="idx", path=args.data))
     images = dataset.train_images[:n]
   else:
     images = rng.integers(0, 256, size=(n, args.resolution, args.resolution, args.channels),

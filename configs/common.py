@@ -1,4 +1,4 @@
-"""Shared defaults and argument parsing for all experiment configs.
+"""Argument parsing and the builders that turn a config file's cell into a ConfigDict.
 
 Every config file is `get_config(arg)`; `arg` is the part after the colon in
 `--config=configs/mnist_sym.py:method=ce,rate=0.4` (comma-separated key=value
@@ -6,6 +6,29 @@ pairs). Values are typed from the defaults of the file (`parse_arg`), and an
 unknown key is an error that lists the allowed ones. Single values can be
 overridden afterwards on the command line with `--config.optim.learning_rate=0.1`
 (the config is locked, so a misspelt key is an error too).
+
+A config file declares its experiment (a cell of the papers' tables) in one dict,
+`CELL`: every value that differs between datasets is there, what is the same for all
+cells is written once here. Its keys (named as the config keys they fill):
+
+  dataset, num_classes, source (default of `:source=`), noise (noise.kind), rate (default
+  of `:rate=`), label_set (CIFAR-N; default of `:label_set=`), gmm (dataset.gmm).
+  classify    the SGN paper's classification: convention and epochs (defaults of
+              `:convention=` / `:epochs=`), val_fraction, model, input (mean, std,
+              crop_padding, flip), optim, batch_size, ema_decay, method_args ({method:
+              values over its SPEC §2 defaults}), any key of CLASSIFY_LOOP; streamed
+              datasets (`streaming_config`) also method (default of `:method=`),
+              samples_per_class, model_pretrained, input.mixup_alpha.
+  diffusion   the TDSM paper's diffusion: convention, duration_kimg (default of `:kimg=`),
+              pad_to, precond.sigma_data, network (arch, dropout, hidden), augment.p, optim
+              (learning_rate, warmup_kimg), batch_size, ema_halflife_kimg,
+              snapshot_every_kimg, any key of DIFFUSION_LOOP, classifier (arch,
+              duration_kimg: default of `:classifier_kimg=`, batch_size, eval_batch_size,
+              eval_every_kimg, optim, any key of CLASSIFIER_LOOP), evaluate (per_class,
+              num_real, metrics, feature_nets).
+
+`get_config` hands the cell to `experiment_config` (classification or diffusion by
+method/task), `classification_config`, `diffusion_config` or `streaming_config`.
 
 Config reference (classification task, `task="classify"`):
 
@@ -27,6 +50,7 @@ Config reference (classification task, `task="classify"`):
   dataset.train_subset use only the first n training examples (0: all).
   dataset.val_fraction fraction of the train set held out as a (noisy) validation set.
   dataset.seed         seed of the synthetic data (gmm2d), fixed across runs.
+  dataset.gmm.*        the synthetic 2-D mixture (gmm2d): num_classes, num_train, num_test.
   noise.kind           none | sym | asym | cifar_n.
   noise.rate           noise rate r in [0, 1).
   noise.convention     sgn (symmetric includes the true class, CIFAR-100 asym
@@ -51,8 +75,8 @@ Config reference (classification task, `task="classify"`):
   model.batch_norm     (cnn) BatchNorm after each layer; on for (Fashion-)MNIST.
   model.dtype          compute dtype of the network (e.g. bfloat16); params stay float32.
 
-Diffusion (`diffusion_config`; `:method=dsm|tdsm`, tasks noisy_classifier,
-diffusion, generate; the dataset/noise keys are as above):
+Diffusion (`diffusion_config`; `:method=dsm|tdsm`, tasks noisy_classifier, diffusion,
+generate, evaluate, discover, pipeline; the dataset/noise keys are as above):
   method               dsm (plain DSM on the noisy labels) | tdsm.
   pad_to               zero-pad images to this size (MNIST: 32); conditional.
   precond.*            kind edm|vp|ve, sigma_data, p_mean, p_std (lnrd.edm).
@@ -83,13 +107,17 @@ diffusion, generate; the dataset/noise keys are as above):
                        k, metrics (fid is density_coverage cw_fid cw_density_coverage
                        cas), feature_nets (inception, classifier), inception_weights,
                        feature_classifier_dir (classifier trained on CLEAN labels),
-                       seed, cas.arch/epochs/batch_size/learning_rate (lnrd.evaluate).
+                       seed, cas.arch/epochs/batch_size/learning_rate (lnrd.tasks.evaluate).
   discover.*           classifier_dir, sigmas, top_k, grid_count, batch_size,
                        assumed_rate, seed (lnrd.discovery: suspects of mislabelling).
   pipeline.*           corrector ("" or a classification method, e.g. sgn; argument
-                       `:corrector=sgn`), corrector_epochs, corrector_floor, corrector_params
-                       (net | ema | best), evaluate
-                       (lnrd.pipeline: one config runs the whole chain).
+                       `:corrector=sgn`), corrector_epochs (argument `:corrector_epochs=N`;
+                       0: the file's default epochs), corrector_floor, corrector_params
+                       (net | ema | best), evaluate, classify (task=pipeline with a known
+                       corrector: the corrector's whole classification config, what the
+                       same file gives for `:method=<corrector>` with the config's rate,
+                       seed, source, convention and subset, and epochs=corrector_epochs)
+                       (lnrd.tasks.pipeline: one config runs the whole chain).
 
 Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream):
   dataset.from_files   read the JPEGs of manual_dir directly instead of a TFDS dir.
@@ -98,29 +126,19 @@ Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream
   input.mixup_alpha    >0: mixup on the device (methods with soft labels: ce, sgn).
   model_pretrained     torchvision ResNet weights (.npz/.pth) for the backbone.
 """
-
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import ml_collections
 
-# Per-dataset facts used by configs (not data: these select defaults).
-NUM_CLASSES = {
-    "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
-    "cifar10_n": 10, "cifar100_n": 100, "gmm2d": 4, "clothing1m": 14, "mini_webvision": 50,
-}
-# Per-channel normalisation. SGN normalises CIFAR-100 with CIFAR-10's statistics.
-_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-NORMALIZATION = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": _CIFAR10_MEAN_STD,
-    "cifar100": _CIFAR10_MEAN_STD,
-    "cifar10_n": _CIFAR10_MEAN_STD,
-    "cifar100_n": _CIFAR10_MEAN_STD,
-    "gmm2d": ((0.0, 0.0), (1.0, 1.0)),
-}
+from lnrd.discovery import DiscoverSettings
+from lnrd.sampler import SamplerSettings
+from lnrd.tdsm_loss import TDSMSettings
+from lnrd.time_classifier import VOLMIN_WEIGHT
+
+_placeholder = ml_collections.config_dict.placeholder
 
 
 def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections.ConfigDict:
@@ -178,151 +196,162 @@ def _convert(key: str, value: str, default):
     return value
 
 
-# SGN's gamma (label smoothing) and alpha (label-correction speed) per dataset.
-SGN_GAMMA_ALPHA = {"clothing1m": (0.1, 0.7), "mini_webvision": (0.01, 0.999)}
+def drop_arg(arg: str | None, key: str) -> str:
+  """`arg` without its `key=...` items (a selector that the next builder does not take)."""
+  return ",".join(item for item in (arg or "").split(",")
+                  if item.split("=", 1)[0].strip() != key)
 
 
-def method_args(method: str, dataset: str) -> ml_collections.ConfigDict:
+def method_args(method: str, per_method: dict | None = None) -> ml_collections.ConfigDict:
   """The hyper-parameters of `method` (SPEC §2 defaults) as a ConfigDict.
 
-  Choose the method with the config argument (`:method=sgn`), not with
-  `--config.method=...`: the arguments are filled in for the method chosen there.
+  `per_method` is a cell's `classify.method_args`: {method: {argument: value}} over the
+  defaults (e.g. SGN's gamma and alpha per dataset). Choose the method with the config
+  argument (`:method=sgn`), not with `--config.method=...`: the arguments are filled in
+  for the method chosen there.
   """
   from sgn_jax import methods  # pylint: disable=g-import-not-at-top
   if method not in methods.METHODS:
     raise ValueError(f"method={method!r} is not known; allowed: {sorted(methods.METHODS)}")
   args = dict(methods.METHODS[method].defaults)
-  if method == "sgn":
-    args["gamma"], args["alpha"] = SGN_GAMMA_ALPHA.get(dataset, (0.001, 0.995))
-    if dataset == "mini_webvision":
-      args["target_scale"] = 0.3  # the authors' WebVision "temperature"
+  args.update((per_method or {}).get(method, {}))
   return ml_collections.ConfigDict(args)
 
 
-def classification_config(dataset: str, noise_kind: str, arg: str | None,
-                          **arg_defaults) -> ml_collections.ConfigDict:
-  """The classification config for `dataset` under `noise_kind` label noise.
+def _set_defaults(config: ml_collections.ConfigDict, block: dict, defaults: dict) -> None:
+  """Sets each key of `defaults` on `config`: the cell block's value, else the default."""
+  for key, default in defaults.items():
+    config[key] = block.get(key, default)
 
-  Arguments accepted in `arg`: method, rate, seed, epochs, subset, source,
-  convention, label_set (CIFAR-N). `arg_defaults` changes their defaults (a
-  config file's own choices; the command line still wins).
-  """
-  is_image_small = dataset in ("mnist", "fashion_mnist")
-  is_cifar = dataset.startswith("cifar")
-  default_rate = {"none": 0.0, "sym": 0.4, "asym": 0.4, "cifar_n": 0.0}[noise_kind]
-  defaults = dict(
-      method="ce",
-      rate=default_rate,
-      seed=0,
-      epochs=3 if is_image_small else (600 if is_cifar else 200),
-      subset=0,
-      source="tfds" if dataset != "gmm2d" else "gmm",
-      # SGN's convention for CIFAR; TDSM's (flip to another class) elsewhere.
-      convention="sgn" if is_cifar else "tdsm",
-      label_set="worse" if dataset == "cifar10_n" else ("noisy" if dataset == "cifar100_n" else ""),
-  )
-  unknown = set(arg_defaults) - set(defaults)
-  if unknown:
-    raise ValueError(f"unknown argument defaults {sorted(unknown)}; allowed: {sorted(defaults)}")
-  defaults.update(arg_defaults)
-  args = parse_arg(arg, **defaults)
 
+def _pick(block: dict, *keys: str) -> ml_collections.ConfigDict:
+  """`block`'s values of `keys`, in that order (a missing key is a KeyError naming it)."""
+  return ml_collections.ConfigDict({key: block[key] for key in keys})
+
+
+# ---- classification (sgn_jax) -------------------------------------------------
+
+# The classification loop's bookkeeping, the same for every cell unless `classify` sets it.
+CLASSIFY_LOOP = dict(
+    eval_batch_size=1000,
+    eval_every_epochs=1,  # evaluate net and EMA every so many epochs (and at the end)
+    log_every_steps=100,
+    checkpoint_every_steps=2000,
+    keep_checkpoints=3,
+    stop_after_steps=0,  # >0: save and stop this run after so many steps.
+)
+# dataset.gmm, the synthetic 2-D mixture (read only for gmm2d; a cell's `gmm` replaces it).
+GMM = dict(num_classes=4, num_train=20_000, num_test=4_000)
+
+
+def _dataset(cell: dict, source: str, subset: int,
+             val_fraction: float) -> ml_collections.ConfigDict:
+  dataset = ml_collections.ConfigDict()
+  dataset.name = cell["dataset"]
+  dataset.source = source
+  dataset.data_dir = _placeholder(str)
+  dataset.manual_dir = _placeholder(str)
+  dataset.download = False
+  dataset.path = _placeholder(str)
+  dataset.cifar_n_dir = _placeholder(str)
+  dataset.train_subset = subset
+  dataset.val_fraction = val_fraction
+  dataset.seed = 0  # seed of synthetic data (gmm2d); the run's seed is `seed`
+  dataset.gmm = ml_collections.ConfigDict(cell.get("gmm", GMM))
+  return dataset
+
+
+def _noise(cell: dict, rate: float, convention: str, label_set: str) -> ml_collections.ConfigDict:
+  noise = ml_collections.ConfigDict()
+  noise.kind = cell["noise"]
+  noise.rate = rate
+  noise.convention = convention
+  noise.label_set = label_set
+  noise.labels_file = ""  # npz of labels (+ transition) replacing the draw, e.g. a corrector's
+  return noise
+
+
+def _classification(cell: dict, *, method: str, seed: int, epochs: int,
+                    dataset: ml_collections.ConfigDict, noise: ml_collections.ConfigDict,
+                    input_: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The classification config around given dataset/noise/input blocks."""
+  block = cell["classify"]
   config = ml_collections.ConfigDict()
   config.task = "classify"
-  config.seed = args.seed
-  config.method = args.method
-  config.method_args = method_args(args.method, dataset)
-
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = dataset
-  config.dataset.source = args.source
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.download = False
-  config.dataset.path = ml_collections.config_dict.placeholder(str)
-  config.dataset.cifar_n_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.train_subset = args.subset
-  config.dataset.val_fraction = 0.1 if is_cifar else 0.0
-  config.dataset.seed = 0  # seed of synthetic data (gmm2d); the run's seed is `seed`
-  config.dataset.gmm = ml_collections.ConfigDict(dict(
-      num_classes=NUM_CLASSES["gmm2d"], num_train=20_000, num_test=4_000))
-
-  config.noise = ml_collections.ConfigDict()
-  config.noise.kind = noise_kind
-  config.noise.rate = args.rate
-  config.noise.convention = args.convention
-  config.noise.label_set = args.label_set
-  config.noise.labels_file = ""  # npz of labels (+ transition) replacing the draw, e.g. a corrector's
-
-  config.num_classes = NUM_CLASSES[dataset]
-  config.model = ml_collections.ConfigDict()
-  if is_cifar:
-    config.model.name = "wrn"
-    config.model.depth = 28
-    config.model.width = 2
-  elif dataset == "gmm2d":
-    config.model.name = "mlp"
-    config.model.hidden = (128, 128)
-  else:
-    config.model.name = "cnn"
-    config.model.batch_norm = True  # SGN's regression loss diverges on it without BN
-
-  mean, std = NORMALIZATION[dataset]
-  config.input = ml_collections.ConfigDict()
-  config.input.mean = mean
-  config.input.std = std
-  config.input.crop_padding = 2 if is_cifar else 0
-  config.input.flip = is_cifar
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 0.01
-  config.optim.momentum = 0.9
-  config.optim.nesterov = True
-  config.optim.weight_decay = 2.5e-4
-  config.optim.lr_decay_epochs = ()  # epochs at which lr is multiplied by lr_decay_factor
-  config.optim.lr_decay_factor = 0.1
-
-  config.batch_size = 128
-  config.num_epochs = args.epochs
-  config.ema_decay = 0.9999
-  config.eval_batch_size = 1000
-  config.eval_every_epochs = 1  # evaluate net and EMA every so many epochs (and at the end)
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
-  config.stop_after_steps = 0  # >0: save and stop this run after so many steps.
+  config.seed = seed
+  config.method = method
+  config.method_args = method_args(method, block.get("method_args"))
+  config.dataset = dataset
+  config.noise = noise
+  config.num_classes = cell["num_classes"]
+  config.model = ml_collections.ConfigDict(block["model"])
+  config.input = input_
+  # SGD; lr times lr_decay_factor at each of lr_decay_epochs; L2 weight_decay * sum(w^2).
+  config.optim = _pick(block["optim"], "learning_rate", "momentum", "nesterov", "weight_decay",
+                       "lr_decay_epochs", "lr_decay_factor")
+  config.batch_size = block["batch_size"]
+  config.num_epochs = epochs
+  config.ema_decay = block["ema_decay"]
+  _set_defaults(config, block, CLASSIFY_LOOP)
   return config
 
 
-def streaming_config(dataset: str, arg: str | None, **arg_defaults) -> ml_collections.ConfigDict:
+def _classification_args(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
+  block = cell["classify"]
+  return parse_arg(
+      arg, method="ce", rate=cell["rate"], seed=0, epochs=block["epochs"], subset=0,
+      source=cell["source"], convention=block["convention"], label_set=cell.get("label_set", ""))
+
+
+def _classification_from_args(cell: dict,
+                              args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  block = cell["classify"]
+  return _classification(
+      cell, method=args.method, seed=args.seed, epochs=args.epochs,
+      dataset=_dataset(cell, args.source, args.subset, block["val_fraction"]),
+      noise=_noise(cell, args.rate, args.convention, args.label_set),
+      input_=_pick(block["input"], "mean", "std", "crop_padding", "flip"))
+
+
+def classification_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
+  """The classification config of a config file's `cell` (its `classify` block).
+
+  Arguments accepted in `arg`: method, rate, seed, epochs, subset, source,
+  convention, label_set (CIFAR-N); the cell gives their defaults.
+  """
+  return _classification_from_args(cell, _classification_args(cell, arg))
+
+
+def streaming_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   """Config for the streamed datasets with real label noise (Clothing1M, mini-WebVision).
 
   The images stay on disk (`dataset.manual_dir`, the official layout) or in a
   prepared TFDS dir (`dataset.data_dir`); each host streams its block of every
   global batch. Arguments: method, seed, epochs, from_files.
   """
-  defaults = dict(method="sgn", seed=0, epochs=10, from_files=False)
-  defaults.update(arg_defaults)
-  args = parse_arg(arg, **defaults)
-  config = classification_config("cifar10", "none", f"method={args.method},seed={args.seed}")
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = dataset
-  config.dataset.source = "stream"
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.dataset.from_files = args.from_files  # read JPEGs from manual_dir (no preparation)
-  config.dataset.samples_per_class = 0  # >0: class-balanced subset per epoch
-  config.dataset.crop_size = 0  # 0: the authors' crop (224 Clothing1M, 227 WebVision)
-  config.dataset.resize = 0  # 0: the authors' 256x256 resize before cropping
-  config.num_classes = NUM_CLASSES[dataset]
-  config.method_args = method_args(args.method, dataset)
-  config.noise.kind = "none"
-  config.noise.rate = 0.0
-  config.num_epochs = args.epochs
-  config.input = ml_collections.ConfigDict()
-  config.input.crop_padding = 0  # crops and flips happen in the host pipeline
-  config.input.flip = False
-  config.input.mixup_alpha = 0.0
+  block = cell["classify"]
+  args = parse_arg(arg, method=block["method"], seed=0, epochs=block["epochs"], from_files=False)
+  dataset = ml_collections.ConfigDict()
+  dataset.name = cell["dataset"]
+  dataset.source = cell["source"]
+  dataset.data_dir = _placeholder(str)
+  dataset.manual_dir = _placeholder(str)
+  dataset.from_files = args.from_files  # read JPEGs from manual_dir (no preparation)
+  dataset.samples_per_class = block.get("samples_per_class", 0)  # >0: class-balanced per epoch
+  dataset.crop_size = 0  # 0: the authors' crop (224 Clothing1M, 227 WebVision)
+  dataset.resize = 0  # 0: the authors' 256x256 resize before cropping
+  input_ = ml_collections.ConfigDict()
+  input_.crop_padding = 0  # crops and flips happen in the host pipeline
+  input_.flip = False
+  input_.mixup_alpha = block["input"].get("mixup_alpha", 0.0)
+  input_.mean = block["input"]["mean"]
+  input_.std = block["input"]["std"]
+  config = _classification(
+      cell, method=args.method, seed=args.seed, epochs=args.epochs, dataset=dataset,
+      noise=_noise(cell, cell["rate"], block["convention"], cell.get("label_set", "")),
+      input_=input_)
+  if "model_pretrained" in block:
+    config.model_pretrained = block["model_pretrained"]  # ImageNet weights, "" = none
   return config
 
 
@@ -330,22 +359,20 @@ def streaming_config(dataset: str, arg: str | None, **arg_defaults) -> ml_collec
 
 DIFFUSION_METHODS = ("dsm", "tdsm")
 DIFFUSION_TASKS = ("diffusion", "noisy_classifier", "generate", "evaluate", "discover", "pipeline")
-# Per dataset: (network arch, time-dependent classifier arch, zero-pad images to).
-DIFFUSION_ARCH = {
-    "mnist": ("ddpmpp_mnist", "cnn", 32), "fashion_mnist": ("ddpmpp_mnist", "cnn", 32),
-    "cifar10": ("ddpmpp", "resnet18", 0), "cifar100": ("ddpmpp", "resnet34", 0),
-    "gmm2d": ("mlp", "mlp", 0),
-}
-# EDM's default CIFAR augmentation (train.py): p with these probability multipliers.
+# EDM's default CIFAR augmentation (train.py): p (the cell's) with these probability multipliers.
 EDM_AUGMENT = dict(xflip=1e8, yflip=1.0, scale=1.0, rotate_frac=1.0, aniso=1.0,
                    translate_frac=1.0)
+ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8)
+# The diffusion loop's bookkeeping, the same for every cell unless `diffusion` sets it.
+DIFFUSION_LOOP = dict(log_every_steps=100, checkpoint_every_steps=5_000, keep_checkpoints=3,
+                      stop_after_steps=0)
+CLASSIFIER_LOOP = dict(log_every_steps=100, checkpoint_every_steps=5_000)
 
 
-def experiment_config(dataset: str, noise_kind: str, arg: str | None,
-                      **arg_defaults) -> ml_collections.ConfigDict:
+def experiment_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   """A dataset/noise config file's `get_config`: classification or diffusion by method/task.
 
-  `:method=dsm|tdsm` (or `task=diffusion|noisy_classifier|generate`) selects the
+  `:method=dsm|tdsm` (or `task=diffusion|noisy_classifier|generate|...`) selects the
   lnrd diffusion config (`diffusion_config`); any other method is the
   classification config (`classification_config`).
   """
@@ -354,14 +381,11 @@ def experiment_config(dataset: str, noise_kind: str, arg: str | None,
     raise ValueError(f"task={pre.task!r} is not known; allowed: "
                      f"{['classify', *DIFFUSION_TASKS]}")
   if pre.task in DIFFUSION_TASKS or pre.method in DIFFUSION_METHODS:
-    return diffusion_config(dataset, noise_kind, arg)
-  rest = ",".join(item for item in (arg or "").split(",")
-                  if item.split("=", 1)[0].strip() != "task")
-  return classification_config(dataset, noise_kind, rest, **arg_defaults)
+    return diffusion_config(cell, arg)
+  return classification_config(cell, drop_arg(arg, "task"))
 
 
-def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
-                     **arg_defaults) -> ml_collections.ConfigDict:
+def diffusion_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   """Config of the TDSM paper's experiments: diffusion, its classifier and generation.
 
   One config serves the whole chain, `config.task` picks the stage:
@@ -375,96 +399,79 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
 
   Arguments: method (dsm | tdsm), task, rate, seed, kimg (diffusion duration),
   classifier_kimg, estimator, classifier_dir, subset, source, convention,
-  corrector (pipeline: a classification method whose labels TDSM trains on).
+  corrector (pipeline: a classification method whose labels TDSM trains on),
+  corrector_epochs (its epochs; 0: the cell's). The cell's `diffusion` block gives the
+  per-dataset values.
   """
-  arch, classifier_arch, pad_to = DIFFUSION_ARCH[dataset]
-  is_image = dataset != "gmm2d"
-  default_rate = {"none": 0.0, "sym": 0.4, "asym": 0.4}[noise_kind]
-  defaults = dict(
-      method="tdsm", task="diffusion", rate=default_rate, seed=0,
-      kimg=200_000.0 if is_image else 500.0,
-      classifier_kimg=20_000.0 if is_image else 200.0,
-      estimator="sampled", classifier_dir="", subset=0,
-      source="tfds" if is_image else "gmm", convention="tdsm", corrector="")
-  defaults.update(arg_defaults)
-  args = parse_arg(arg, **defaults)
+  block = cell["diffusion"]
+  classifier = block["classifier"]
+  args = parse_arg(
+      arg, method="tdsm", task="diffusion", rate=cell["rate"], seed=0,
+      kimg=block["duration_kimg"], classifier_kimg=classifier["duration_kimg"],
+      estimator=TDSMSettings.estimator, classifier_dir="", subset=0, source=cell["source"],
+      convention=block["convention"], corrector="", corrector_epochs=0)
   if args.method not in DIFFUSION_METHODS:
     raise ValueError(f"method={args.method!r} is not a diffusion method; allowed: "
                      f"{list(DIFFUSION_METHODS)}")
   if args.task not in DIFFUSION_TASKS:
     raise ValueError(f"task={args.task!r}; allowed: {list(DIFFUSION_TASKS)}")
-  # Data and noise: the classification config's fields, TDSM's convention.
-  base = classification_config(
-      dataset, noise_kind, f"rate={args.rate},seed={args.seed},subset={args.subset},"
-      f"source={args.source},convention={args.convention}")
   config = ml_collections.ConfigDict()
   config.task = args.task
   config.method = args.method
   config.seed = args.seed
-  config.dataset = base.dataset
-  config.dataset.val_fraction = 0.0
-  config.noise = base.noise
-  config.num_classes = NUM_CLASSES[dataset]
-  config.pad_to = pad_to
+  # Data and noise: the classification config's fields, no validation split.
+  config.dataset = _dataset(cell, args.source, args.subset, val_fraction=0.0)
+  config.noise = _noise(cell, args.rate, args.convention, cell.get("label_set", ""))
+  config.num_classes = cell["num_classes"]
+  config.pad_to = block["pad_to"]
   config.conditional = True
 
   config.precond = ml_collections.ConfigDict(dict(
-      kind="edm", sigma_data=0.5 if is_image else 1.5, p_mean=-1.2, p_std=1.2))
-  config.network = ml_collections.ConfigDict()
-  config.network.arch = arch
-  config.network.dropout = 0.13 if is_image else 0.0
-  config.network.hidden = (256, 256, 256)  # mlp only
+      kind="edm", sigma_data=block["precond"]["sigma_data"], p_mean=-1.2, p_std=1.2))
+  config.network = _pick(block["network"], "arch", "dropout")
+  config.network.hidden = block["network"].get("hidden", (256, 256, 256))  # mlp only
   # U-Net size overrides of the preset (None: the preset's value), e.g. for CPU runs.
   for key, kind in (("model_channels", int), ("channel_mult", tuple), ("num_blocks", int),
                     ("attn_resolutions", tuple)):
-    config.network[key] = ml_collections.config_dict.placeholder(kind)
+    config.network[key] = _placeholder(kind)
   config.network.overrides = ml_collections.ConfigDict()  # any other preset argument
-  config.augment = ml_collections.ConfigDict(dict(p=0.12 if is_image else 0.0, **EDM_AUGMENT))
+  config.augment = ml_collections.ConfigDict(dict(p=block["augment"]["p"], **EDM_AUGMENT))
 
-  config.tdsm = ml_collections.ConfigDict()
-  config.tdsm.estimator = args.estimator  # exact | official | topk | sampled
-  config.tdsm.num_samples = 1  # sampled: m
-  config.tdsm.residual_capacity = 0.25  # sampled: sub-batch for rows with z != y (0: off)
-  config.tdsm.top_k = 2  # topk: k
-  config.tdsm.tau = 0.01  # official: skip threshold
+  # estimator exact|official|topk|sampled and its knobs: lnrd.tdsm_loss.TDSMSettings' defaults
+  config.tdsm = ml_collections.ConfigDict(dataclasses.asdict(TDSMSettings(args.estimator)))
   config.tdsm.weight_form = "released"  # released | paper
   config.tdsm.weight_source = "classifier"  # classifier | exact (gmm2d only)
   config.tdsm.classifier_dir = args.classifier_dir  # workdir of the noisy_classifier run
   config.tdsm.use_clean_prior = False  # S from T with the clean class counts (else uniform)
 
-  config.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, warmup_kimg=10_000.0 if is_image else 20.0, beta1=0.9, beta2=0.999,
-      eps=1e-8))
-  config.batch_size = 512 if is_image else 256
+  config.optim = _pick(block["optim"], "learning_rate", "warmup_kimg")
+  config.optim.update(ADAM)
+  config.batch_size = block["batch_size"]
   config.duration_kimg = args.kimg
-  config.ema_halflife_kimg = 500.0 if is_image else 5.0
-  config.ema_rampup_ratio = 0.05
-  config.snapshot_every_kimg = 5_000.0 if is_image else 100.0
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 5_000
-  config.keep_checkpoints = 3
-  config.stop_after_steps = 0
+  config.ema_halflife_kimg = block["ema_halflife_kimg"]
+  config.ema_rampup_ratio = 0.05  # EDM's
+  config.snapshot_every_kimg = block["snapshot_every_kimg"]
+  _set_defaults(config, block, DIFFUSION_LOOP)
 
-  config.sample = ml_collections.ConfigDict(dict(
-      num_steps=18, rho=7.0, s_churn=0.0, s_min=0.0, s_max=1e9, s_noise=1.0, solver="heun",
-      grid_per_class=8))
-  config.sample.sigma_min = ml_collections.config_dict.placeholder(float)
-  config.sample.sigma_max = ml_collections.config_dict.placeholder(float)
+  # EDM's sampler (lnrd.sampler.SamplerSettings' defaults: Heun, 18 steps, deterministic);
+  # sigma_min / sigma_max None: the preconditioning's range.
+  config.sample = ml_collections.ConfigDict({
+      k: _placeholder(float) if v is None else v
+      for k, v in dataclasses.asdict(SamplerSettings()).items()})
+  config.sample.grid_per_class = 8  # sample grids during training: images per class
 
   config.classifier = ml_collections.ConfigDict()
-  config.classifier.arch = classifier_arch
+  config.classifier.arch = classifier["arch"]
   config.classifier.kwargs = ml_collections.ConfigDict()
   config.classifier.transition = "known"  # known | learned (VolMinNet) | none (noisy target)
-  config.classifier.volmin_weight = 1e-4
-  config.classifier.batch_size = 512 if is_image else 256
-  config.classifier.eval_batch_size = 1000 if is_image else 512
+  config.classifier.volmin_weight = VOLMIN_WEIGHT
+  config.classifier.batch_size = classifier["batch_size"]
+  config.classifier.eval_batch_size = classifier["eval_batch_size"]
   config.classifier.duration_kimg = args.classifier_kimg
-  config.classifier.eval_every_kimg = 2_000.0 if is_image else 50.0
-  config.classifier.log_every_steps = 100
-  config.classifier.checkpoint_every_steps = 5_000
-  config.classifier.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, warmup_kimg=1_000.0 if is_image else 10.0, beta1=0.9, beta2=0.999,
-      eps=1e-8))
+  config.classifier.eval_every_kimg = classifier["eval_every_kimg"]
+  _set_defaults(config.classifier, classifier, CLASSIFIER_LOOP)
+  config.classifier.optim = _pick(classifier["optim"], "learning_rate", "warmup_kimg")
+  config.classifier.optim.update(ADAM)
 
   config.generate = ml_collections.ConfigDict()
   config.generate.run_dir = ""  # the diffusion run's workdir (its config.json + checkpoints)
@@ -474,19 +481,18 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
   config.generate.affine_lambda = 0.0
   config.generate.seed = 0
 
-  # task=evaluate (lnrd.evaluate): the paper's metrics of a trained run.
-  is_mnist_like = dataset in ("mnist", "fashion_mnist")
+  # task=evaluate (lnrd.tasks.evaluate): the paper's metrics of a trained run.
+  evaluate = block["evaluate"]
   config.evaluate = ml_collections.ConfigDict()
   config.evaluate.run_dir = ""  # the diffusion run's workdir
   config.evaluate.checkpoint_step = -1  # -1: the latest checkpoint
-  config.evaluate.per_class = {"cifar100": 500}.get(dataset, 5_000 if dataset == "cifar10" else 1_000)
+  config.evaluate.per_class = evaluate["per_class"]
   config.evaluate.batch_size = 500  # sampling batch (images per saved batch)
   config.evaluate.feature_batch_size = 250
-  config.evaluate.num_real = 50_000 if dataset.startswith("cifar") else 10_000  # 0: all
+  config.evaluate.num_real = evaluate["num_real"]  # 0: all
   config.evaluate.k = 5  # Density/Coverage nearest neighbours
-  config.evaluate.metrics = (("density_coverage", "cw_density_coverage", "cas") if is_mnist_like
-                             else METRICS_ALL)
-  config.evaluate.feature_nets = ("inception", "classifier") if is_mnist_like else ("inception",)
+  config.evaluate.metrics = evaluate["metrics"]
+  config.evaluate.feature_nets = evaluate["feature_nets"]
   config.evaluate.inception_weights = ""  # npz/.pth/.pt; "": lnrd.metrics.inception_weights default
   config.evaluate.feature_classifier_dir = ""  # noisy_classifier run on CLEAN labels (rate=0)
   config.evaluate.seed = 0
@@ -496,23 +502,37 @@ def diffusion_config(dataset: str, noise_kind: str, arg: str | None,
       arch="", epochs=0, batch_size=0, learning_rate=0.0))
 
   # task=discover (lnrd.discovery): rank training examples by the weight of their label.
-  config.discover = ml_collections.ConfigDict()
-  config.discover.classifier_dir = args.classifier_dir  # a noisy_classifier run
-  config.discover.sigmas = (0.002, 0.05, 0.2)
-  config.discover.top_k = (100, 1000)
-  config.discover.grid_count = 64
-  config.discover.batch_size = 1000
-  config.discover.assumed_rate = 0.05  # clean data: T assumed symmetric at this rate
-  config.discover.seed = 0  # key of the x + sigma n draws
+  # (lnrd.discovery.DiscoverSettings' defaults; assumed_rate: clean data's assumed T)
+  config.discover = ml_collections.ConfigDict(dataclasses.asdict(
+      DiscoverSettings(classifier_dir=args.classifier_dir)))
 
-  # task=pipeline (lnrd.pipeline): [corrector ->] classifier -> diffusion -> evaluate.
+  # task=pipeline (lnrd.tasks.pipeline): [corrector ->] classifier -> diffusion -> evaluate.
   config.pipeline = ml_collections.ConfigDict()
   config.pipeline.corrector = args.corrector  # "": none; else a classification method (sgn)
-  config.pipeline.corrector_epochs = 0  # 0: the classification config's default
+  config.pipeline.corrector_epochs = args.corrector_epochs  # 0: the cell's default epochs
   config.pipeline.corrector_floor = 1e-3  # uniform mixed into the corrected labels' T
   config.pipeline.corrector_params = "best"  # net | ema | best (more agreement with given labels)
   config.pipeline.evaluate = True
+  if args.task == "pipeline" and _is_classification_method(args.corrector):
+    config.pipeline.classify = _corrector_config(cell, args)
   return config
 
 
-METRICS_ALL = ("fid", "is", "density_coverage", "cw_fid", "cw_density_coverage", "cas")
+def _is_classification_method(name: str) -> bool:
+  from sgn_jax import methods  # pylint: disable=g-import-not-at-top
+  return name in methods.METHODS
+
+
+def _corrector_config(cell: dict, args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The corrector's classification config: the cell's for `:method=<corrector>`.
+
+  Same rate, seed, source, convention and subset as the diffusion config, epochs from
+  `:corrector_epochs=` (0: the cell's). An unknown corrector gets none; lnrd.tasks.pipeline's
+  validate_config names it.
+  """
+  cls_args = _classification_args(cell, None)
+  cls_args.update(dict(method=args.corrector, rate=args.rate, seed=args.seed,
+                       source=args.source, convention=args.convention, subset=args.subset))
+  if args.corrector_epochs:
+    cls_args.epochs = args.corrector_epochs
+  return _classification_from_args(cell, cls_args)

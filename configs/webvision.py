@@ -15,17 +15,31 @@ from_files.
 from configs import common
 from sgn_jax.data import streaming
 
+CELL = dict(
+    dataset="mini_webvision",
+    num_classes=50,
+    source="stream",  # images streamed from manual_dir / data_dir, per host
+    noise="none",  # the dataset's own (real) noisy labels
+    rate=0.0,
+    classify=dict(
+        method="sgn",  # default of `:method=`
+        convention="sgn",  # unused: no drawn noise
+        epochs=100,
+        model=dict(name="inception_resnet_v2"),  # from scratch
+        # ImageNet statistics; 227 crops and flips happen in the host pipeline.
+        input=dict(mean=streaming.WEBVISION.mean, std=streaming.WEBVISION.std, mixup_alpha=0.8),
+        optim=dict(learning_rate=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                   lr_decay_epochs=(), lr_decay_factor=0.1),
+        batch_size=64,
+        ema_decay=0.9999,
+        eval_batch_size=128,
+        log_every_steps=200,
+        checkpoint_every_steps=2000,
+        # SGN's WebVision gamma and alpha, and the authors' target scale ("temperature").
+        method_args=dict(sgn=dict(gamma=0.01, alpha=0.999, target_scale=0.3)),
+    ),
+)
+
 
 def get_config(arg=None):
-  config = common.streaming_config("mini_webvision", arg, epochs=100)
-  config.model = common.ml_collections.ConfigDict(dict(name="inception_resnet_v2"))
-  config.input.mean = streaming.WEBVISION.mean
-  config.input.std = streaming.WEBVISION.std
-  config.input.mixup_alpha = 0.8
-  config.batch_size = 64
-  config.eval_batch_size = 128
-  config.optim.learning_rate = 0.02
-  config.optim.weight_decay = 5e-4
-  config.checkpoint_every_steps = 2000
-  config.log_every_steps = 200
-  return config
+  return common.streaming_config(CELL, arg)

@@ -102,16 +102,16 @@ def run(args) -> None:
 
 def judge(root: pathlib.Path) -> dict:
   """Label agreement of the clean judge (sigma = 0.002) on each model's samples."""
-  from lnrd import noisy_classifier  # pylint: disable=g-import-not-at-top
-  from lnrd import train_loop  # pylint: disable=g-import-not-at-top
-  judge_net = noisy_classifier.load_export(str(root / "judge"))
+  from lnrd import images  # pylint: disable=g-import-not-at-top
+  from lnrd import runs  # pylint: disable=g-import-not-at-top
+  judge_net = runs.load_classifier(str(root / "judge"))
   results = {}
   for method in ("dsm", "tdsm"):
     path = root / f"gen_{method}" / "samples.npz"
     if not path.exists():
       continue
     data = np.load(path)
-    x = np.asarray(train_loop.to_model_range(data["images"]))
+    x = np.asarray(images.to_model_range(data["images"]))
     preds = []
     for start in range(0, len(x), 500):
       chunk = x[start:start + 500]

@@ -142,13 +142,13 @@ def real_reference(args) -> dict:
   sys.path.insert(0, str(REPO))
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import mnist_sym  # pylint: disable=g-import-not-at-top
-  from lnrd import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from lnrd import evaluation as evaluate_lib  # pylint: disable=g-import-not-at-top
   from lnrd.metrics import cas  # pylint: disable=g-import-not-at-top
   from lnrd.metrics import classifier_features  # pylint: disable=g-import-not-at-top
-  from sgn_jax import train_data  # pylint: disable=g-import-not-at-top
+  from sgn_jax.tasks import common  # pylint: disable=g-import-not-at-top
   config = mnist_sym.get_config("method=dsm,task=evaluate,source=idx,rate=0.0")
   config.dataset.path = str(DATA)
-  splits = train_data.prepare_splits(config)
+  splits = common.prepare_splits(config)
   real, real_labels = evaluate_lib.real_reference(splits, args.num_real, 0)
   rng = np.random.default_rng(1)
   rows = np.concatenate([rng.choice(np.flatnonzero(splits.train_clean_labels == c),

@@ -235,20 +235,20 @@ def edm_cifar_pipe(p: float = 0.12, **overrides: Any) -> AugmentPipe:
   """
   kwargs = dict(p=p, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1)
   kwargs.update(overrides)
-  return from_config(kwargs)
+  return from_kwargs(kwargs)
 
 
 default_pipe = edm_cifar_pipe
 
 
-def from_config(config: Mapping[str, Any] | None) -> AugmentPipe:
+def from_kwargs(kwargs: Mapping[str, Any] | None) -> AugmentPipe:
   """Builds a pipe from a dict of `AugmentPipe` fields (EDM's augment_kwargs).
 
   An EDM-style `class_name` entry naming an `AugmentPipe` is accepted and
   ignored.
 
   Args:
-    config: Field values; missing fields keep EDM's defaults.
+    kwargs: Field values; missing fields keep EDM's defaults.
 
   Returns:
     The pipe.
@@ -257,15 +257,15 @@ def from_config(config: Mapping[str, Any] | None) -> AugmentPipe:
     ValueError: For an unknown key, a non-numeric or negative value, or a
       probability (`p`, `aniso_rotate_prob`) outside [0, 1].
   """
-  config = dict(config or {})
-  class_name = config.pop("class_name", None)
+  fields = dict(kwargs or {})
+  class_name = fields.pop("class_name", None)
   if class_name is not None and not str(class_name).endswith("AugmentPipe"):
     raise ValueError(f"class_name must name an AugmentPipe, got {class_name!r}")
   known = {f.name for f in dataclasses.fields(AugmentPipe)}
-  unknown = sorted(set(config) - known)
+  unknown = sorted(set(fields) - known)
   if unknown:
     raise ValueError(f"Unknown augmentation option(s) {unknown}; known: {sorted(known)}")
-  return AugmentPipe(**config)
+  return AugmentPipe(**fields)
 
 
 # -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-r"""Noisy-label discovery with the transition-aware weights (`task="discover"`).
+r"""Noisy-label discovery with the transition-aware weights (`task="discover"` runs it).
 
     python main.py --config=configs/mnist_sym.py:task=noisy_classifier,source=idx \
         --config.dataset.path=/work/shared/data/mnist --workdir=CLS_DIR
@@ -46,37 +46,37 @@ metrics.json (the same numbers, flat).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import time
-import types
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from absl import logging
 
-from lnrd import diffusion as diffusion_lib
-from lnrd import noisy_classifier
-from lnrd import train_loop
+from lnrd import images as images_lib
 from lnrd import weights as weights_lib
 from sgn_jax import noise
-from sgn_jax import train_data
 from sgn_jax.training import mesh as mesh_lib
-from sgn_jax.training import writers
 
 DEFAULT_SIGMAS = (0.002, 0.05, 0.2)
 DEFAULT_TOP_K = (100, 1000)
 DEFAULT_GRID_COUNT = 64
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_ASSUMED_RATE = 0.05
-# discover.* keys and their defaults (used when a config does not have them yet).
-DEFAULTS = dict(classifier_dir="", sigmas=DEFAULT_SIGMAS, top_k=DEFAULT_TOP_K,
-                grid_count=DEFAULT_GRID_COUNT, batch_size=DEFAULT_BATCH_SIZE,
-                assumed_rate=DEFAULT_ASSUMED_RATE, seed=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoverSettings:
+  """`task=discover`'s knobs and their defaults: the classifier run, the noise levels
+  averaged, the k of precision/recall@k, the suspects shown, the batch, the symmetric
+  rate assumed on clean data, and the seed of the x + sigma n draws."""
+  classifier_dir: str = ""
+  sigmas: tuple = DEFAULT_SIGMAS
+  top_k: tuple = DEFAULT_TOP_K
+  grid_count: int = DEFAULT_GRID_COUNT
+  batch_size: int = DEFAULT_BATCH_SIZE
+  assumed_rate: float = DEFAULT_ASSUMED_RATE
+  seed: int = 0
 
 
 # ---- scores and ranking metrics ---------------------------------------------------
@@ -210,7 +210,7 @@ class SuspectScores:
   sigmas: tuple
 
 
-def _check_sigmas(sigmas) -> tuple:
+def check_sigmas(sigmas) -> tuple:
   sigmas = tuple(float(s) for s in sigmas)
   if not sigmas or not all(s > 0 and math.isfinite(s) for s in sigmas):
     raise ValueError(f"sigmas={sigmas!r} must be a non-empty tuple of positive noise levels")
@@ -255,7 +255,7 @@ def suspect_scores(classifier, images, labels, sigmas: Sequence[float] = DEFAULT
     mesh: optional device mesh; batches are split over its data axis
       (batch_size must divide evenly). Process-local devices only.
   """
-  sigmas = _check_sigmas(sigmas)
+  sigmas = check_sigmas(sigmas)
   images, labels = np.asarray(images), np.asarray(labels, np.int32)
   n = len(labels)
   if images.shape[0] != n or labels.ndim != 1:
@@ -277,7 +277,7 @@ def suspect_scores(classifier, images, labels, sigmas: Sequence[float] = DEFAULT
                      f"transition's [0, {num_classes})")
   input_shape = tuple(classifier.input_shape)
   pad_to = input_shape[0] if images.ndim == 4 and images.shape[1] < input_shape[0] else 0
-  model_shape = train_loop.model_input_shape(images.shape[1:], pad_to)
+  model_shape = images_lib.model_input_shape(images.shape[1:], pad_to)
   if tuple(model_shape) != input_shape:
     raise ValueError(f"examples of shape {images.shape[1:]} (model input {model_shape}) do not "
                      f"fit the classifier's input shape {input_shape}")
@@ -288,7 +288,7 @@ def suspect_scores(classifier, images, labels, sigmas: Sequence[float] = DEFAULT
   variables, probs_fn = _probs_function(classifier)
 
   def score(variables, batch_images, batch_labels, indices, key):
-    x = train_loop.to_model_range(batch_images, pad_to)
+    x = images_lib.to_model_range(batch_images, pad_to)
     weights, confidence, prediction = [], None, None
     for position, sigma in enumerate(sigmas):
       sigma_key = jax.random.fold_in(key, position)
@@ -323,161 +323,3 @@ def suspect_scores(classifier, images, labels, sigmas: Sequence[float] = DEFAULT
       np.concatenate([o[i] for o in outputs], axis=-1) for i in range(4))
   return SuspectScores(weight=weight, weight_per_sigma=per_sigma, confidence=confidence,
                        prediction=prediction.astype(np.int32), sigmas=sigmas)
-
-
-# ---- task=discover -------------------------------------------------------------
-
-
-def discover_settings(config: ml_collections.ConfigDict) -> types.SimpleNamespace:
-  """`config.discover` with `DEFAULTS` for missing keys, checked before anything loads."""
-  given = config.get("discover", None)
-  unknown = sorted(set(dict(given or {})) - set(DEFAULTS))
-  if unknown:
-    raise ValueError(f"discover.{unknown[0]} is not known; allowed: {sorted(DEFAULTS)}")
-  settings = types.SimpleNamespace(**{**DEFAULTS, **dict(given or {})})
-  how = ("train one first: python main.py --config=configs/<dataset>_<noise>.py:"
-         "task=noisy_classifier --workdir=CLS_DIR, then pass "
-         "--config.discover.classifier_dir=CLS_DIR")
-  if not settings.classifier_dir:
-    raise ValueError(f"task=discover needs discover.classifier_dir (a time-dependent "
-                     f"classifier); {how}")
-  try:
-    noisy_classifier.check_export(settings.classifier_dir)
-  except (ValueError, FileNotFoundError) as e:
-    raise FileNotFoundError(f"discover.classifier_dir={settings.classifier_dir!r} has no "
-                            f"exported classifier ({e}); {how}") from None
-  try:
-    settings.sigmas = _check_sigmas(settings.sigmas)
-  except (TypeError, ValueError):
-    raise ValueError(f"discover.sigmas={settings.sigmas!r} must be a non-empty tuple of "
-                     f"positive noise levels, e.g. {DEFAULT_SIGMAS}") from None
-  top_k = tuple(settings.top_k or ())
-  if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in top_k):
-    raise ValueError(f"discover.top_k={settings.top_k!r} must be a tuple of positive "
-                     f"integers, e.g. {DEFAULT_TOP_K}")
-  settings.top_k = top_k
-  if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
-    raise ValueError(f"discover.batch_size={settings.batch_size!r} must be a positive integer")
-  if not isinstance(settings.grid_count, int) or settings.grid_count < 0:
-    raise ValueError(f"discover.grid_count={settings.grid_count!r} must be an integer >= 0 "
-                     "(0: no suspects.png)")
-  if not 0.0 < float(settings.assumed_rate) < 1.0:
-    raise ValueError(f"discover.assumed_rate={settings.assumed_rate!r} must lie in (0, 1) "
-                     "(with 0 every own-label weight is 1)")
-  return settings
-
-
-def choose_transition(config, classifier, splits, assumed_rate: float) -> tuple[np.ndarray, str]:
-  """T for the weights and where it came from.
-
-  noise rate 0 (or kind none): symmetric at `assumed_rate` (TDSM convention,
-  other classes only); else the classifier's own T (known or learned), or the
-  data's true T when the classifier carries none (`noisy_target`).
-  """
-  c = splits.num_classes
-  if config.noise.kind == "none" or float(config.noise.rate) == 0.0:
-    return noise.transition_matrix("sym", c, assumed_rate, convention="tdsm"), "assumed_symmetric"
-  if getattr(classifier, "noisy_target", False):
-    if splits.transition is None:
-      raise ValueError(f"noise.kind={config.noise.kind!r} has no known transition and the "
-                       "classifier was trained on the noisy labels (classifier.transition="
-                       "'none'); train it with transition 'known' or 'learned'")
-    return np.asarray(splits.transition, np.float64), "data"
-  transition = np.asarray(classifier.transition, np.float64)
-  if np.allclose(transition, np.eye(c), atol=1e-6):
-    logging.warning("noise.rate=%g but the classifier's T is the identity (trained on clean "
-                    "labels?): every own-label weight is 1 and the ranking is by index",
-                    config.noise.rate)
-  learned = getattr(classifier, "learned", False)
-  return transition, "classifier_learned" if learned else "classifier"
-
-
-def _finite(value: float) -> float | None:
-  """NaN/Inf -> None (JSON null)."""
-  return value if math.isfinite(value) else None
-
-
-def _by_k(fn, scores, is_flipped, ks) -> dict[str, float | None]:
-  return {str(k): _finite(fn(scores, is_flipped, k)) for k in ks}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices=None) -> dict[str, Any]:
-  """task=discover: ranks the training set by own-label weight; writes the reports.
-
-  No training happens: the classifier of `discover.classifier_dir` scores every
-  training example (`suspect_scores`), the noisy labels being drawn from the
-  seed exactly as in training (`prepare_splits`). Returns the flat metrics.
-  """
-  settings = discover_settings(config)
-  train_loop.check_data_and_noise(config)
-  start = time.time()
-  classifier = noisy_classifier.load_export(settings.classifier_dir)
-  splits = train_data.prepare_splits(config)
-  if np.shape(classifier.transition) != (splits.num_classes, splits.num_classes):
-    raise ValueError(f"the classifier of discover.classifier_dir={settings.classifier_dir!r} has "
-                     f"{np.shape(classifier.transition)[0]} classes, the dataset "
-                     f"{splits.num_classes}")
-  transition, source = choose_transition(config, classifier, splits, settings.assumed_rate)
-  mesh = mesh_lib.create_mesh(jax.local_devices() if devices is None else devices)
-  batch_size = settings.batch_size
-  shards = mesh_lib.num_data_shards(mesh)
-  if batch_size % shards:
-    batch_size = -(-batch_size // shards) * shards
-    logging.info("discover.batch_size rounded up to %d (a multiple of %d devices)",
-                 batch_size, shards)
-  key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), 17)
-  scores = suspect_scores(classifier, splits.train_images, splits.train_labels,
-                          settings.sigmas, key, batch_size, transition=transition, mesh=mesh)
-  seconds = time.time() - start
-  n = len(splits.train_labels)
-  is_flipped = splits.train_labels != splits.train_clean_labels
-  num_flipped = int(is_flipped.sum())
-  ks = sorted({min(k, n) for k in settings.top_k} | ({num_flipped} if num_flipped else set()))
-  named = {"weight": scores.weight, "confidence": scores.confidence}
-  report = dict(
-      num_examples=n, num_flipped=num_flipped, noise_kind=config.noise.kind,
-      noise_rate=float(config.noise.rate), classifier_dir=settings.classifier_dir,
-      weight_form="paper" if classifier.noisy_target else "released",
-      transition_source=source, transition=transition.tolist(),
-      sigmas=list(settings.sigmas), top_k=ks,
-      precision_at_k={name: _by_k(precision_at_k, s, is_flipped, ks) for name, s in named.items()},
-      recall_at_k={name: _by_k(recall_at_k, s, is_flipped, ks) for name, s in named.items()},
-      average_precision={name: _finite(average_precision(s, is_flipped))
-                         for name, s in named.items()},
-      spearman_weight_confidence=_finite(spearman(scores.weight, scores.confidence)),
-      random_precision=num_flipped / n, seconds=seconds)
-  order = suspect_order(scores.weight)
-  shown = order[:min(settings.grid_count, n)]
-  suspects = [dict(index=int(i), given_label=int(splits.train_labels[i]),
-                   clean_label=int(splits.train_clean_labels[i]), flipped=bool(is_flipped[i]),
-                   prediction=int(scores.prediction[i]), weight=float(scores.weight[i]),
-                   confidence=float(scores.confidence[i])) for i in shown]
-  flat = {"num_examples": n, "num_flipped": num_flipped, "seconds": seconds,
-          "spearman_weight_confidence": report["spearman_weight_confidence"] or float("nan")}
-  for metric in ("precision_at_k", "recall_at_k"):
-    for name, values in report[metric].items():
-      for k, v in values.items():
-        flat[f"{metric.replace('_at_k', '')}_at_{k}/{name}"] = float("nan") if v is None else v
-  for name, v in report["average_precision"].items():
-    flat[f"average_precision/{name}"] = float("nan") if v is None else v
-  logging.info("discover: %d examples, %d flipped, %.1f s; %s", n, num_flipped, seconds,
-               ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/" in k))
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "discovery.json"), "w") as f:
-      json.dump(report, f, indent=2)
-    with open(os.path.join(workdir, "suspects.json"), "w") as f:
-      json.dump(dict(order="lowest weight first", suspects=suspects), f, indent=2)
-    images = splits.train_images[shown]
-    if len(shown) and images.ndim == 4:
-      if images.dtype != np.uint8:
-        images = diffusion_lib.images_to_uint8(images)
-      grid = writers.image_grid(images, num_columns=int(math.ceil(math.sqrt(len(shown)))))
-      diffusion_lib.save_png(os.path.join(workdir, "suspects.png"), grid)
-    np.savez_compressed(os.path.join(workdir, "scores.npz"), weight=scores.weight,
-                        weight_per_sigma=scores.weight_per_sigma, sigmas=np.asarray(scores.sigmas),
-                        confidence=scores.confidence, prediction=scores.prediction,
-                        given_label=splits.train_labels, clean_label=splits.train_clean_labels)
-    writers.write_metrics_json(os.path.join(workdir, "metrics.json"), flat)
-  return flat

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
 PRECONDITIONINGS = ("edm", "vp", "ve")
 
@@ -140,9 +141,10 @@ def get_preconditioning(kind: str = "edm", **kwargs) -> Preconditioning:
   return Preconditioning(kind=kind, **kwargs)
 
 
-def from_config(precond_config) -> Preconditioning:
-  """`get_preconditioning` from a config section {kind, sigma_data, p_mean, ...}."""
-  fields = dict(precond_config)
+def from_fields(fields: Mapping[str, Any]) -> Preconditioning:
+  """`get_preconditioning` from a mapping {kind, sigma_data, p_mean, ...} (e.g. a run
+  record's "precond")."""
+  fields = dict(fields)
   return get_preconditioning(fields.pop("kind", "edm"), **fields)
 
 
@@ -204,6 +206,35 @@ def score_from_denoiser(denoised: jax.Array, x: jax.Array, sigma: jax.Array) -> 
 def denoiser_from_score(score: jax.Array, x: jax.Array, sigma: jax.Array) -> jax.Array:
   """D(x; sigma) = x + sigma^2 grad_x log p_sigma(x) (Tweedie)."""
   return x + jnp.square(_expand(sigma, x.ndim)) * score
+
+
+# ---- EDM's optimiser ------------------------------------------------------------
+
+def edm_learning_rate(lr: float, warmup_kimg: float, batch_size: int) -> Callable:
+  """lr * min(nimg / (warmup_kimg * 1000), 1) with nimg = step * batch_size (EDM's ramp-up)."""
+  def schedule(count):
+    if warmup_kimg <= 0:
+      return jnp.asarray(lr, jnp.float32)
+    nimg = jnp.asarray(count, jnp.float32) * batch_size
+    return lr * jnp.minimum(nimg / (warmup_kimg * 1000.0), 1.0)
+  return schedule
+
+
+def sanitize_gradients() -> optax.GradientTransformation:
+  """EDM's `nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5)` before the update."""
+  return optax.stateless(lambda updates, params=None: jax.tree.map(
+      lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), updates))
+
+
+def adam_with_warmup(learning_rate: float = 1e-3, *, warmup_kimg: float = 10_000.0,
+                     batch_size: int = 512, beta1: float = 0.9, beta2: float = 0.999,
+                     eps: float = 1e-8) -> optax.GradientTransformation:
+  """EDM's optimiser: Adam with a linear learning-rate warm-up over `warmup_kimg`
+  thousand images (`batch_size` per step), after non-finite gradients are replaced."""
+  return optax.chain(
+      sanitize_gradients(),
+      optax.adam(edm_learning_rate(learning_rate, warmup_kimg, batch_size), b1=beta1, b2=beta2,
+                 eps=eps))
 
 
 def log_normal_sigma_quantiles(precond: Preconditioning, probs) -> list[float]:

@@ -45,6 +45,7 @@ Differences from the reference implementation (NVlabs/edm `generate.py`,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -58,6 +59,36 @@ Denoiser = Callable[[jax.Array, jax.Array, "jax.Array | None"], jax.Array]
 
 SOLVERS = ("heun", "euler")
 MAX_GAMMA = math.sqrt(2.0) - 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+  """EDM sampler settings (the defaults: Heun, 18 steps, rho 7, deterministic).
+
+  sigma_min / sigma_max None take the preconditioning's sampling range
+  (`lnrd.edm.Preconditioning.sampling_range`, [0.002, 80] for EDM).
+  """
+  num_steps: int = 18
+  rho: float = 7.0
+  s_churn: float = 0.0
+  s_min: float = 0.0
+  s_max: float = float("inf")
+  s_noise: float = 1.0
+  solver: str = "heun"
+  sigma_min: float | None = None
+  sigma_max: float | None = None
+
+  def __post_init__(self):
+    _check_sampler_kwargs(**self.sampler_kwargs((0.002, 80.0)))
+
+  def sampler_kwargs(self, sampling_range) -> dict:
+    """Keyword arguments of `edm_sample` / `make_sharded_sampler`, the sigma range
+    filled in from `sampling_range` (lo, hi) where not set."""
+    lo, hi = sampling_range
+    fields = dataclasses.asdict(self)
+    fields["sigma_min"] = self.sigma_min or lo
+    fields["sigma_max"] = self.sigma_max or hi
+    return fields
 
 
 def edm_sigma_steps(num_steps: int = 18, sigma_min: float = 0.002,
@@ -133,15 +164,15 @@ def edm_sample(denoise: Denoiser,
                class_labels: jax.Array | None,
                key: jax.Array | None,
                *,
-               num_steps: int = 18,
+               num_steps: int = SamplerSettings.num_steps,
                sigma_min: float = 0.002,
                sigma_max: float = 80.0,
-               rho: float = 7.0,
-               s_churn: float = 0.0,
-               s_min: float = 0.0,
-               s_max: float = float("inf"),
-               s_noise: float = 1.0,
-               solver: str = "heun") -> jax.Array:
+               rho: float = SamplerSettings.rho,
+               s_churn: float = SamplerSettings.s_churn,
+               s_min: float = SamplerSettings.s_min,
+               s_max: float = SamplerSettings.s_max,
+               s_noise: float = SamplerSettings.s_noise,
+               solver: str = SamplerSettings.solver) -> jax.Array:
   """Draws samples with EDM's sampler (Algorithm 2; see the module docstring).
 
   Traceable: under `jax.jit` the whole loop is one program (`lax.fori_loop`
@@ -266,9 +297,7 @@ def make_sharded_sampler(denoise_fn_with_params: Callable, mesh: jax.sharding.Me
   Raises:
     ValueError: on invalid sampler settings (checked here, once).
   """
-  defaults = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
-                  s_churn=0.0, s_min=0.0, s_max=float("inf"), s_noise=1.0,
-                  solver="heun")
+  defaults = SamplerSettings().sampler_kwargs((0.002, 80.0))
   unknown = set(sampler_kwargs) - set(defaults)
   if unknown:
     raise TypeError(f"unknown sampler arguments {sorted(unknown)}.")
@@ -311,3 +340,26 @@ def class_balanced_labels(num_per_class: int, num_classes: int) -> np.ndarray:
     if isinstance(v, bool) or int(v) != v or v < 1:
       raise ValueError(f"{what} must be an int >= 1, got {v!r}.")
   return np.repeat(np.arange(int(num_classes), dtype=np.int32), int(num_per_class))
+
+
+def sample_for_labels(sample_fn: Callable, params, labels: np.ndarray, key, input_shape,
+                      mesh: jax.sharding.Mesh, batch_size: int | None = None) -> np.ndarray:
+  """Samples for int `labels` (N,) with `sample_fn` (`make_sharded_sampler`), in
+  batches of `batch_size` rounded to the device count (the last one padded).
+
+  Latents and churn noise come from `key` folded with each batch's offset, so
+  the samples do not depend on the device count. Returns host float32 (N, ...).
+  """
+  n = len(labels)
+  devices = mesh_lib.num_data_shards(mesh)
+  batch = max(devices, ((batch_size or n) // devices) * devices)
+  out = []
+  for start in range(0, n, batch):
+    chunk = np.asarray(labels[start:start + batch], np.int32)
+    real = len(chunk)
+    chunk = np.concatenate([chunk, np.zeros(batch - real, np.int32)])
+    chunk_key = jax.random.fold_in(key, start)
+    latents = jax.random.normal(jax.random.fold_in(chunk_key, 1), (batch,) + tuple(input_shape))
+    samples = sample_fn(params, latents, jnp.asarray(chunk), jax.random.fold_in(chunk_key, 2))
+    out.append(np.asarray(jax.device_get(samples))[:real])
+  return np.concatenate(out)

@@ -34,6 +34,7 @@ estimate. All return per-example losses (B,).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable
 
@@ -44,6 +45,34 @@ import numpy as np
 from lnrd import edm
 
 ESTIMATORS = ("exact", "official", "topk", "sampled")
+
+
+@dataclasses.dataclass(frozen=True)
+class TDSMSettings:
+  """The estimator of the TDSM loss and its knobs (see `weighted_denoising_loss`).
+
+  estimator: one of ESTIMATORS; tau: `official`'s skip threshold; top_k: `topk`'s
+  k; num_samples: `sampled`'s m; residual_capacity: `sampled`'s sub-batch fraction
+  for the rows whose residual label differs (0: always the whole batch).
+  """
+  estimator: str = "sampled"
+  tau: float = 0.01
+  top_k: int = 2
+  num_samples: int = 1
+  residual_capacity: float = 0.25
+
+  def check(self, num_classes: int) -> "TDSMSettings":
+    """Raises ValueError naming the bad `tdsm.*` value; returns self."""
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(f"tdsm.estimator={self.estimator!r} is not known; allowed: "
+                       f"{list(ESTIMATORS)}")
+    if self.estimator == "topk" and not 1 <= self.top_k <= num_classes:
+      raise ValueError(f"tdsm.top_k={self.top_k} must be in [1, num_classes={num_classes}]")
+    if self.estimator == "sampled" and self.num_samples < 1:
+      raise ValueError(f"tdsm.num_samples={self.num_samples} must be >= 1")
+    if not 0.0 <= self.residual_capacity <= 1.0:
+      raise ValueError(f"tdsm.residual_capacity={self.residual_capacity} must be in [0, 1]")
+    return self
 
 
 def _expand_weight(w: jax.Array, ndim: int) -> jax.Array:
@@ -68,8 +97,11 @@ def _squared_error(denoised: jax.Array, clean: jax.Array) -> jax.Array:
 def weighted_denoising_loss(denoise: Callable, key: jax.Array, x_t: jax.Array,
                             sigma: jax.Array, clean: jax.Array, noisy_labels: jax.Array,
                             weights: jax.Array, precond: edm.Preconditioning, *,
-                            estimator: str = "sampled", tau: float = 0.01, top_k: int = 2,
-                            num_samples: int = 1, residual_capacity: float = 0.25) -> jax.Array:
+                            estimator: str = TDSMSettings.estimator,
+                            tau: float = TDSMSettings.tau, top_k: int = TDSMSettings.top_k,
+                            num_samples: int = TDSMSettings.num_samples,
+                            residual_capacity: float = TDSMSettings.residual_capacity
+                            ) -> jax.Array:
   """Per-example TDSM loss (B,) at given x_t and sigma with weights (B, C).
 
   Args:

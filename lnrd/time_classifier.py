@@ -56,6 +56,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+from lnrd import edm
+from lnrd import images
+from sgn_jax.training.train_state import TrainState
+from sgn_jax.training.train_state import init_replicated
 
 # Weight of the VolMinNet regulariser in the authors' `EDMClassifierWithVMLoss`
 # (added, as a scalar, to every per-example loss).
@@ -468,6 +474,112 @@ def volmin_regularizer(transition: jax.Array) -> jax.Array:
   """
   sign, logabs = jnp.linalg.slogdet(jnp.asarray(transition, jnp.float32))
   return jnp.where(sign > 0, logabs, jnp.where(sign == 0, -jnp.inf, jnp.nan))
+
+
+# -----------------------------------------------------------------------------
+# Training: state, train step and evaluation as pure functions.
+
+TRANSITIONS = ("known", "learned", "none")
+EVAL_SIGMAS = (0.002, 0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def init_state(model: nn.Module, tx, input_shape, num_classes: int, key, *,
+               learned_transition: bool = False, mesh=None):
+  """The classifier's train state: params {"net": ..., ["theta": VolMinNet logits]},
+  model state (BatchNorm statistics), optimizer state, base key; no EMA (the
+  authors keep none). Born replicated on `mesh` when given."""
+  input_shape = tuple(input_shape)
+
+  def init(key):
+    params_key, rng = jax.random.split(key)
+    x = jnp.zeros((1,) + input_shape, jnp.float32)
+    variables = model.init({"params": params_key}, x, jnp.ones((1,)), train=False)
+    params = {"net": variables["params"]}
+    if learned_transition:
+      params["theta"] = init_volmin_theta(num_classes)
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), ema_params={}, ema_model_state={}, rng=rng)
+  return init_replicated(init, key, mesh)
+
+
+def transition_of(params, known_transition) -> jax.Array:
+  """T of the classifier: VolMinNet's from params["theta"] when learned, else the
+  known one (the identity for `transition='none'`)."""
+  if "theta" in params:
+    return volmin_transition(params["theta"])
+  return jnp.asarray(known_transition, jnp.float32)
+
+
+def _apply(model, params, model_state, x_t, sigma, train, augment_labels=None):
+  variables = {"params": params["net"], **model_state}
+  if train and model_state:
+    return model.apply(variables, x_t, sigma, train=True, augment_labels=augment_labels,
+                       mutable=list(model_state))
+  return model.apply(variables, x_t, sigma, train=train,
+                     augment_labels=augment_labels), model_state
+
+
+def make_train_step(model: nn.Module, tx, *, precond, transition,
+                    volmin_weight: float = VOLMIN_WEIGHT, augment: Callable | None = None,
+                    preprocess: Callable | None = None) -> Callable:
+  """`step(state, batch, key) -> (state, metrics)` of the time-dependent classifier.
+
+  x_t = x + sigma n with sigma from `precond`'s training distribution (as the
+  diffusion model), loss `forward_corrected_nll` with T = `transition` (a (C, C)
+  array: the known T, or the identity for the plain noisy-label classifier h~), or
+  VolMinNet's learned T (+ volmin_weight * logdet T) when the state holds
+  params["theta"] (`init_state(learned_transition=True)`). `augment`: EDM's pipe
+  (the authors train the classifier on augmented images with their augment
+  labels); `preprocess`: images -> model range (default `lnrd.images.to_model_range`).
+  """
+  preprocess = preprocess or images.to_model_range
+  known = jnp.asarray(transition, jnp.float32)
+
+  def step(state, batch, key):
+    sigma_key, noise_key, augment_key = jax.random.split(key, 3)
+    clean, labels = preprocess(batch["image"]), batch["label"]
+    augment_labels = None
+    if augment is not None:
+      clean, augment_labels = augment(augment_key, clean)
+    sigma = precond.sample_sigma(sigma_key, (clean.shape[0],))
+    x_t = edm.add_noise(noise_key, clean, sigma)
+
+    def loss_fn(params):
+      logits, model_state = _apply(model, params, state.model_state, x_t, sigma, train=True,
+                                   augment_labels=augment_labels)
+      t = transition_of(params, known)
+      nll = forward_corrected_nll(logits, labels, t).mean()
+      loss = nll + volmin_weight * volmin_regularizer(t) if "theta" in params else nll
+      return loss, (nll, logits, model_state)
+
+    (loss, (nll, logits, model_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "nll": nll, "grad_norm": optax.global_norm(grads),
+               "noisy_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    return state.replace(step=state.step + 1, params=params, model_state=model_state,
+                         opt_state=opt_state), metrics
+  return step
+
+
+def make_eval_sums_at(model: nn.Module, sigma_value: float,
+                      preprocess: Callable | None = None) -> Callable:
+  """`eval_sums(params, model_state, images, labels, mask)`: correct argmax
+  predictions and count at a fixed sigma (noise drawn from a key of sigma, so
+  evaluations are comparable over time)."""
+  preprocess = preprocess or images.to_model_range
+
+  def eval_sums(params, model_state, batch_images, labels, mask):
+    clean = preprocess(batch_images)
+    sigma = jnp.full((clean.shape[0],), sigma_value, jnp.float32)
+    key = jax.random.fold_in(jax.random.PRNGKey(0), int(sigma_value * 1e4))
+    x_t = edm.add_noise(key, clean, sigma)
+    logits, _ = _apply(model, params, model_state, x_t, sigma, train=False)
+    w = mask.astype(jnp.float32)
+    return {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w), "count": jnp.sum(w)}
+  return eval_sums
 
 
 # -----------------------------------------------------------------------------

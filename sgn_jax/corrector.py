@@ -6,7 +6,7 @@ A classifier trained on the noisy labels (`task="classify"`, e.g. SGN with its
 EMA label correction) predicts a label for every training example. Those
 labels, with an estimate of their own remaining noise, are what a label-noise
 robust diffusion model trains on next (the TDSM paper's corrector -> TDSM
-pipeline; `lnrd.pipeline` runs the chain). Set `noise.labels_file` to the npz
+pipeline; `lnrd.tasks.pipeline` runs the chain). Set `noise.labels_file` to the npz
 to train any run on them. Written next to the run (RUN_DIR):
 
   corrected_labels.npz
@@ -44,15 +44,15 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from sgn_jax import classification
+from sgn_jax import methods as methods_lib
 from sgn_jax import noise
+from sgn_jax import runs
 from sgn_jax import train_data
 from sgn_jax.data import loading
-from sgn_jax.training import checkpointing
 from sgn_jax.training import mesh as mesh_lib
 
 LABELS_FILE = "corrected_labels.npz"
@@ -106,36 +106,39 @@ def moment_transition(given, predicted, noise_transition, floor: float = 1e-3) -
   return (1.0 - floor) * estimate + floor / c
 
 
-def _restore(config: ml_collections.ConfigDict, run_dir: str, mesh):
-  """(Classifier, {"net"|"ema": (params, model_state)}) of a classify run's latest checkpoint."""
-  splits = train_data.prepare_splits(config)
-  method = classification.build_method(config)
-  steps_per_epoch = max(1, len(splits.train_labels) // config.batch_size)
-  classifier = classification.Classifier(
-      config, method, classification.build_model(config, method),
-      classification.build_optimizer(config, steps_per_epoch), mesh,
-      splits.train_images.shape[1:], steps_per_epoch)
-  state = classifier.init_state(jax.random.PRNGKey(config.seed))
-  state = classifier.with_example_state(state, splits.train_labels)
-  checkpointer = checkpointing.Checkpointer(os.path.join(run_dir, "checkpoints"),
-                                            save_every_steps=1 << 30, keep=1)
+def restore_classifier(run: runs.Run, mesh):
+  """(predict_probs, {"net"|"ema": (params, model_state)}) of a classify run's latest
+  checkpoint, its model rebuilt from the run record (`sgn_jax.runs`).
+
+  predict_probs(params, model_state, images) -> p(c | x) (`make_predict_probs`).
+  """
+  record = run.record
+  if "model" not in record:
+    raise runs.RunError(f"{run.workdir!r} has no run record with its model (run.json); it was "
+                        "written by an older version: retrain it")
+  method = methods_lib.get_method(record["method"], record.get("method_args") or {})
+  model_fields = dict(record["model"])
+  model = classification.build_model(model_fields.pop("name"), int(record["num_classes"]),
+                                     method, **model_fields)
   try:
-    if checkpointer.latest_step is None:
-      raise FileNotFoundError(
-          f"no checkpoint in {run_dir}/checkpoints: train the corrector first "
-          "(python main.py --config=configs/<dataset>_<noise>.py:method=sgn --workdir=RUN_DIR)")
-    state = checkpointer.restore_or(state)
-  finally:
-    checkpointer.close()
-  return classifier, {"net": (state.params, state.model_state),
-                      "ema": (state.ema_params, state.ema_model_state)}
+    tree = run.restore(mesh)
+  except runs.RunNotFoundError:
+    raise runs.RunNotFoundError(
+        f"no checkpoint in {run.workdir}/checkpoints: train the corrector first "
+        "(python main.py --config=configs/<dataset>_<noise>.py:method=sgn "
+        "--workdir=RUN_DIR)") from None
+  preprocess = classification.normalizer(record["input"]["mean"], record["input"]["std"])
+  return classification.make_predict_probs(model, method, preprocess), {
+      "net": (tree["params"], tree["model_state"]),
+      "ema": (tree["ema_params"], tree["ema_model_state"])}
 
 
-def predict_probs(classifier: classification.Classifier, params, model_state,
-                  images: np.ndarray, batch_size: int) -> np.ndarray:
-  """p(c | x) for every image, in batches padded to `batch_size` (padding dropped)."""
-  fn = jax.jit(classifier.predict_probs)
-  sharding = mesh_lib.data_sharded(classifier.mesh)
+def predict_probs(fn, params, model_state, images: np.ndarray, batch_size: int,
+                  mesh) -> np.ndarray:
+  """fn(params, model_state, images) -> p(c | x) for every image, in batches padded to
+  `batch_size` and sharded over `mesh` (padding dropped)."""
+  fn = jax.jit(fn)
+  sharding = mesh_lib.data_sharded(mesh)
   out = []
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
@@ -154,38 +157,34 @@ ESTIMATORS = ("auto", "moment", "soft_confusion")
 def correct_labels(run_dir: str, out: str | None = None, *, floor: float = 1e-3,
                    params: str = "best", estimator: str = "auto", devices=None) -> dict:
   """Writes the corrected labels of the classify run in `run_dir`; returns the report."""
-  config_path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: {run_dir!r} is not a classify run's "
-                            "workdir (main.py writes config.json there)")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if config.get("task", "classify") != "classify":
-    raise ValueError(f"{run_dir!r} is a task={config.task!r} run; a corrector is a "
-                     "task=classify run (e.g. :method=sgn)")
-  if config.dataset.source == "stream":
+  run = runs.open_run(run_dir, tasks=("classify",), what="run_dir")
+  record = run.record
+  if record.get("dataset", {}).get("source") == "stream":
     raise ValueError("label correction needs an in-memory dataset; "
-                     f"dataset.source={config.dataset.source!r} streams")
+                     f"dataset.source={record['dataset']['source']!r} streams")
   if params not in PARAMS:
     raise ValueError(f"params={params!r}; allowed: {list(PARAMS)}")
   if estimator not in ESTIMATORS:
     raise ValueError(f"estimator={estimator!r}; allowed: {list(ESTIMATORS)}")
   mesh = mesh_lib.create_mesh(devices)
-  classifier, candidates = _restore(config, run_dir, mesh)
-  dataset = loading.load_dataset(config.dataset)  # the original order, all training examples
-  batch = config.eval_batch_size
+  probs_fn, candidates = restore_classifier(run, mesh)
+  # the original order, all training examples
+  dataset = loading.load_dataset(loading.DatasetSpec.from_mapping(record["dataset"]))
+  batch = int(record["eval_batch_size"])
   mesh_lib.check_divisible(batch, mesh, "eval_batch_size")
-  given, noise_transition = train_data.training_labels(config, dataset)
+  noise_spec = noise.NoiseSpec(**record["noise"])
+  given, noise_transition = train_data.training_labels(noise_spec, dataset, int(record["seed"]))
+  num_classes = int(record["num_classes"])
   agreement = {}
   for name in (("net", "ema") if params == "best" else (params,)):
-    probs = predict_probs(classifier, *candidates[name], dataset.train_images, batch)
+    probs = predict_probs(probs_fn, *candidates[name], dataset.train_images, batch, mesh)
     agreement[name] = float(np.mean(np.argmax(probs, axis=1) == given))
     if name == max(agreement, key=agreement.get):
       chosen, chosen_probs = name, probs
   probs = chosen_probs
   predicted = np.argmax(probs, axis=1).astype(np.int32)
   clean = np.asarray(dataset.train_labels)
-  true_transition = noise.empirical_transition(clean, predicted, config.num_classes)
+  true_transition = noise.empirical_transition(clean, predicted, num_classes)
   estimates = {"soft_confusion": soft_confusion_transition(probs, predicted, floor)}
   if noise_transition is not None:
     estimates["moment"] = moment_transition(given, predicted, noise_transition, floor)
@@ -193,7 +192,7 @@ def correct_labels(run_dir: str, out: str | None = None, *, floor: float = 1e-3,
     estimator = "moment" if "moment" in estimates else "soft_confusion"
   if estimator not in estimates:
     raise ValueError(f"estimator={estimator!r} needs the noise transition matrix, which "
-                     f"this run's noise ({config.noise.kind!r}) does not have")
+                     f"this run's noise ({noise_spec.kind!r}) does not have")
   transition = estimates[estimator]
   report = {
       "run_dir": run_dir,

@@ -43,6 +43,7 @@ All functions are pure and take and return NumPy arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ __all__ = [
     "check_rate",
     "check_transition",
     "empirical_transition",
+    "NoiseSpec",
     "make_noisy_labels",
     "noise_summary",
     "realised_noise_rate",
@@ -497,6 +499,49 @@ def load_labels_file(path, num_examples, num_classes):
     if transition is not None:
         transition = check_transition(transition, num_classes)
     return labels.astype(np.int32), transition
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSpec:
+    """The label noise of a run, checked when made.
+
+    ``kind``: one of `NOISE_KINDS`; ``rate`` in [0, 1); ``convention``: one of
+    `CONVENTIONS` (``tdsm``: symmetric flips go to the other classes and
+    CIFAR-100 asymmetric noise stays within the superclass; ``sgn``: symmetric
+    noise includes the true class, CIFAR-100 asymmetric is (i+1) mod 100);
+    ``label_set``: the CIFAR-N human label set for ``cifar_n``; ``labels_file``:
+    an npz of labels (+ transition) used instead of drawing noise
+    (`load_labels_file`).
+    """
+    kind: str = "none"
+    rate: float = 0.0
+    convention: str = "tdsm"
+    label_set: str = ""
+    labels_file: str = ""
+
+    def __post_init__(self):
+        if self.kind not in NOISE_KINDS:
+            raise ValueError(f"noise.kind={self.kind!r} is not known; allowed: "
+                             f"{list(NOISE_KINDS)}")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"noise.convention={self.convention!r}; allowed: "
+                             f"{list(CONVENTIONS)}")
+        try:
+            check_rate(self.rate)
+        except ValueError as e:
+            raise ValueError(f"noise.rate: {e}") from None
+
+    def draw(self, clean_labels, *, num_classes, dataset, seed, label_sets=None):
+        """``(labels, T or None)`` for every training example, in the dataset's
+        original order: `load_labels_file` when ``labels_file`` is set (e.g. a
+        corrector's labels and estimated T), else `make_noisy_labels` drawn once
+        from ``seed``."""
+        if self.labels_file:
+            return load_labels_file(self.labels_file, len(clean_labels), num_classes)
+        return make_noisy_labels(
+            clean_labels, self.kind, num_classes=num_classes, rate=self.rate,
+            dataset=dataset, convention=self.convention, seed=seed, label_sets=label_sets,
+            label_set=self.label_set or None)
 
 
 # --------------------------------------------------------------------------

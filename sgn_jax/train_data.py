@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from sgn_jax import noise
@@ -54,37 +53,33 @@ class Splits:
   transition: np.ndarray | None
 
 
-def training_labels(config: ml_collections.ConfigDict, dataset) -> tuple[np.ndarray, Any]:
+def training_labels(noise_spec: noise.NoiseSpec, dataset, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
   """(labels to train on, their transition T or None) for every training example of
-  `dataset`, in its original order: `noise.labels_file` when set (e.g. a
-  corrector's labels and estimated T), else noise drawn once from `config.seed`."""
-  labels_file = config.noise.get("labels_file") or ""
-  if labels_file:
-    return noise.load_labels_file(labels_file, len(dataset.train_labels), dataset.num_classes)
-  return noise.make_noisy_labels(
-      dataset.train_labels, config.noise.kind, num_classes=dataset.num_classes,
-      rate=config.noise.rate, dataset=dataset.name, convention=config.noise.convention,
-      seed=config.seed, label_sets=dataset.label_sets,
-      label_set=config.noise.label_set or None)
+  `dataset`, in its original order: `noise_spec.labels_file` when set (e.g. a
+  corrector's labels and estimated T), else noise drawn once from `seed`."""
+  return noise_spec.draw(dataset.train_labels, num_classes=dataset.num_classes,
+                         dataset=dataset.name, seed=seed, label_sets=dataset.label_sets)
 
 
-def prepare_splits(config: ml_collections.ConfigDict) -> Splits:
+def prepare_splits(dataset_spec: loading.DatasetSpec, noise_spec: noise.NoiseSpec, *,
+                   seed: int, val_fraction: float = 0.0,
+                   num_classes: int | None = None) -> Splits:
   """Loads the dataset, draws its noisy labels once from the seed, splits off validation.
 
   Noise is drawn on the full training set before the split, so the validation
   labels are noisy too (SGN's protocol) and the labels are the same on every
-  host and every resume. With `noise.labels_file` (a corrector's npz, see
+  host and every resume. With `noise_spec.labels_file` (a corrector's npz, see
   `noise.load_labels_file`) those labels and their transition replace the draw.
+  `num_classes`, when given, must be the dataset's.
   """
-  dataset = loading.load_dataset(config.dataset)
-  num_classes = dataset.num_classes
-  if num_classes != config.num_classes:
+  dataset = loading.load_dataset(dataset_spec)
+  if num_classes is not None and dataset.num_classes != num_classes:
     raise ValueError(
-        f"num_classes={config.num_classes} but dataset {dataset.name} has {num_classes}")
-  noisy, transition = training_labels(config, dataset)
-  summary = noise.noise_summary(dataset.train_labels, noisy, num_classes)
-  train_rows, val_rows = loading.split_validation(
-      len(noisy), config.dataset.val_fraction, config.seed)
+        f"num_classes={num_classes} but dataset {dataset.name} has {dataset.num_classes}")
+  noisy, transition = training_labels(noise_spec, dataset, seed)
+  summary = noise.noise_summary(dataset.train_labels, noisy, dataset.num_classes)
+  train_rows, val_rows = loading.split_validation(len(noisy), val_fraction, seed)
   return Splits(
       train_images=dataset.train_images[train_rows],
       train_labels=noisy[train_rows].astype(np.int32),
@@ -93,7 +88,7 @@ def prepare_splits(config: ml_collections.ConfigDict) -> Splits:
       val_labels=noisy[val_rows].astype(np.int32),
       test_images=dataset.test_images,
       test_labels=dataset.test_labels.astype(np.int32),
-      num_classes=num_classes,
+      num_classes=dataset.num_classes,
       noise_summary=summary,
       transition=transition)
 
@@ -107,16 +102,27 @@ def _sum_batches(results) -> dict[str, np.ndarray]:
 
 
 class InMemoryData:
-  """The dataset on the devices; batches drawn by index inside the train step."""
+  """The dataset on the devices; batches drawn by index inside the train step.
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh):
-    self.config = config
+  `splits` (host arrays, `prepare_splits`) are placed on the mesh once, rows
+  split over its data axis. `train_inputs(step)` are the tables and the epoch's
+  permutation (a function of `seed` and the epoch); `drawer()` is the
+  `device_data.BatchDrawer` that turns them into the batch of a step.
+  """
+
+  def __init__(self, splits: Splits, mesh, *, batch_size: int, eval_batch_size: int,
+               seed: int):
     self.mesh = mesh
-    self.splits = splits = prepare_splits(config)
+    self.batch_size = batch_size
+    self.eval_batch_size = eval_batch_size
+    self.splits = splits
     self.num_classes = splits.num_classes
     self.train_labels = splits.train_labels
     self.num_train = len(splits.train_labels)
-    self.steps_per_epoch = self.num_train // config.batch_size
+    self.steps_per_epoch = self.num_train // batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"batch_size={batch_size} is larger than the training set "
+                       f"({self.num_train} examples)")
     self.input_shape = splits.train_images.shape[1:]
     self.noise_summary = splits.noise_summary
     self.tables = {
@@ -133,9 +139,14 @@ class InMemoryData:
     self._permutation_fn = jax.jit(
         functools.partial(device_data.epoch_permutation, num_examples=self.num_train),
         out_shardings=mesh_lib.replicated(mesh))
-    self._data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    self._data_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     self._permutation, self._permutation_epoch = None, -1
     self._eval_fns: dict[Any, Callable] = {}
+
+  def drawer(self, crop_padding: int = 0, flip: bool = False) -> device_data.BatchDrawer:
+    """The batch drawer of this data (random crops/flips of images when asked)."""
+    return device_data.BatchDrawer(self.batch_size, self.steps_per_epoch, self.mesh,
+                                   crop_padding=crop_padding, flip=flip)
 
   @property
   def eval_splits(self) -> tuple[str, ...]:
@@ -156,7 +167,7 @@ class InMemoryData:
   def evaluate(self, split: str, eval_sums: Callable, params, model_state):
     """Sums of `eval_sums(params, model_state, images, labels, mask)` over `split`."""
     images, labels, n = self.eval_tables[split]
-    batch = self.config.eval_batch_size
+    batch = self.eval_batch_size
     key = (id(eval_sums), split)
     if key not in self._eval_fns:
       def fn(params, model_state, images, labels, start):
@@ -171,39 +182,55 @@ class InMemoryData:
 
 
 class StreamingData:
-  """Clothing1M / mini-WebVision streamed from disk with per-host sharding."""
+  """Clothing1M / mini-WebVision streamed from disk with per-host sharding.
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh):
+  `train_inputs(step)` is the global batch of the step ({"image", "label",
+  "index"}, cropped and flipped on the host): pass `drawer()` (None) to
+  `jit_step`, the batch needs no drawing.
+  """
+
+  def __init__(self, dataset_spec: loading.DatasetSpec, mesh, *, batch_size: int,
+               eval_batch_size: int, seed: int, num_classes: int):
     from sgn_jax.data import clothing1m  # pylint: disable=g-import-not-at-top
     from sgn_jax.data import streaming  # pylint: disable=g-import-not-at-top
     from sgn_jax.data import webvision  # pylint: disable=g-import-not-at-top
     self._streaming = streaming
-    self.config = config
     self.mesh = mesh
-    name = config.dataset.name
+    self.batch_size = batch_size
+    self.eval_batch_size = eval_batch_size
+    self.seed = seed
+    name = dataset_spec.name
     module = {"clothing1m": clothing1m, "mini_webvision": webvision}[name]
-    self.sources = module.sources(config.dataset.data_dir, config.dataset.manual_dir,
-                                  from_files=bool(config.dataset.get("from_files", False)))
+    self.sources = module.sources(dataset_spec.data_dir, dataset_spec.manual_dir,
+                                  from_files=bool(dataset_spec.from_files))
     self.train_source = self.sources[_STREAM_TRAIN_SPLIT[name]]
     self.preprocess = streaming.PREPROCESS[name]
-    crop, resize = config.dataset.get("crop_size", 0), config.dataset.get("resize", 0)
+    crop, resize = dataset_spec.crop_size, dataset_spec.resize
     if crop or resize:  # e.g. small images for tests; 0 keeps the authors' sizes
       self.preprocess = dataclasses.replace(
           self.preprocess, crop_size=crop or self.preprocess.crop_size,
           resize=(resize, resize) if resize else self.preprocess.resize)
-    self.num_classes = config.num_classes
+    self.num_classes = num_classes
     self.train_labels = np.asarray(self.train_source.labels, np.int32)
     self.num_train = len(self.train_labels)
-    self.samples_per_class = config.dataset.get("samples_per_class") or None
+    self.samples_per_class = dataset_spec.samples_per_class or None
     self.steps_per_epoch = streaming.train_steps_per_epoch(
-        self.train_source, config.batch_size, samples_per_class=self.samples_per_class,
+        self.train_source, batch_size, samples_per_class=self.samples_per_class,
         num_classes=self.num_classes)
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"batch_size={batch_size} is larger than the training set "
+                       f"({self.num_train} examples)")
     size = self.preprocess.crop_size
     self.input_shape = (size, size, 3)
     self.noise_summary = {"realised_noise_rate": float("nan")}  # real noise: unknown
     self._split_names = _STREAM_EVAL_SPLITS[name]
     self._iterator, self._iterator_epoch, self._next_step = None, -1, -1
     self._eval_fns: dict[Any, Callable] = {}
+
+  def drawer(self, crop_padding: int = 0, flip: bool = False) -> None:
+    """None: a streamed batch is already drawn (and augmented on the host)."""
+    del crop_padding, flip
+    return None
 
   @property
   def eval_splits(self) -> tuple[str, ...]:
@@ -219,7 +246,7 @@ class StreamingData:
     if epoch != self._iterator_epoch or step != self._next_step:
       self._iterator = self._streaming.make_train_iterator(
           self.train_source, preprocess=self.preprocess,
-          global_batch_size=self.config.batch_size, seed=self.config.seed, epoch=epoch,
+          global_batch_size=self.batch_size, seed=self.seed, epoch=epoch,
           start_step=position, samples_per_class=self.samples_per_class,
           num_classes=self.num_classes, normalize=False)
       self._iterator_epoch = epoch
@@ -235,14 +262,20 @@ class StreamingData:
           lambda p, m, b: eval_sums(p, m, b["image"], b["label"], b["mask"]))
     fn = self._eval_fns[key]
     batches = self._streaming.make_eval_iterator(
-        source, preprocess=self.preprocess, global_batch_size=self.config.eval_batch_size,
+        source, preprocess=self.preprocess, global_batch_size=self.eval_batch_size,
         normalize=False)
     return _sum_batches(fn(params, model_state, self._streaming.to_global_batch(b, self.mesh))
                         for b in batches), len(source)
 
 
-def create(config: ml_collections.ConfigDict, mesh):
-  """`StreamingData` for dataset.source == "stream", else `InMemoryData`."""
-  if config.dataset.source == "stream":
-    return StreamingData(config, mesh)
-  return InMemoryData(config, mesh)
+def create(dataset_spec: loading.DatasetSpec, noise_spec: noise.NoiseSpec, mesh, *,
+           batch_size: int, eval_batch_size: int, seed: int, val_fraction: float = 0.0,
+           num_classes: int | None = None):
+  """`StreamingData` for dataset source "stream", else `InMemoryData` of `prepare_splits`."""
+  if dataset_spec.source == "stream":
+    return StreamingData(dataset_spec, mesh, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, seed=seed, num_classes=num_classes)
+  splits = prepare_splits(dataset_spec, noise_spec, seed=seed, val_fraction=val_fraction,
+                          num_classes=num_classes)
+  return InMemoryData(splits, mesh, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                      seed=seed)

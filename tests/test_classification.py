@@ -16,7 +16,7 @@ import pytest
 
 from configs import cifar10_sym
 from configs import tiny_test
-from sgn_jax import classification
+from sgn_jax.tasks import classify
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 
 def test_tiny_run_learns_through_label_noise(tmp_path):
-  metrics = classification.train_and_evaluate(_tiny("epochs=3"), str(tmp_path))
+  metrics = classify.train_and_evaluate(_tiny("epochs=3"), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert saved["test/accuracy"] == pytest.approx(metrics["test/accuracy"])
   assert saved["completed"] == 1.0 and saved["step"] == 3 * (2048 // 64)
@@ -88,8 +88,8 @@ def test_one_and_eight_devices_give_the_same_run(tmp_path, shared_data, module, 
   if module is cifar10_sym:
     overrides["dataset.path"] = str(shared_data / "cifar10_subset" / "cifar10_subset.npz")
   config = _tiny(arg, module, log_every_steps=1, **overrides)
-  one = classification.train_and_evaluate(config, str(tmp_path / "one"), jax.devices()[:1])
-  eight = classification.train_and_evaluate(config, str(tmp_path / "eight"))
+  one = classify.train_and_evaluate(config, str(tmp_path / "one"), jax.devices()[:1])
+  eight = classify.train_and_evaluate(config, str(tmp_path / "eight"))
   losses_one, losses_eight = _history(tmp_path / "one"), _history(tmp_path / "eight")
   assert len(losses_one) == config.num_epochs * (len_train(config) // config.batch_size)
   assert losses_one.keys() == losses_eight.keys()
@@ -108,12 +108,12 @@ def len_train(config):
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
   config = _tiny(log_every_steps=1)
-  classification.train_and_evaluate(config, str(tmp_path / "full"))
+  classify.train_and_evaluate(config, str(tmp_path / "full"))
   config.stop_after_steps = 21  # not a checkpoint or epoch boundary
-  part = classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  part = classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert part["step"] == 21 and part["completed"] == 0.0
   config.stop_after_steps = 0
-  final = classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  final = classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert final["step"] == 64 and final["steps_this_run"] == 43
   step_a, full = _latest_state(tmp_path / "full")
   step_b, resumed = _latest_state(tmp_path / "resumed")
@@ -127,8 +127,8 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = _tiny(**{"optim.learning_rate": 1e12, "log_every_steps": 1,
                     "checkpoint_every_steps": 1})
-  with pytest.raises(classification.NonFiniteLossError, match="last good checkpoint"):
-    classification.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(classify.NonFiniteLossError, match="last good checkpoint"):
+    classify.train_and_evaluate(config, str(tmp_path))
   mngr = ocp.CheckpointManager(tmp_path / "checkpoints")
   steps = list(mngr.all_steps())
   mngr.close()
@@ -151,7 +151,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_bad_config_values_fail_before_compute(tmp_path, key, value, match):
   config = _tiny(**{key: value})
   with pytest.raises(ValueError, match=match):
-    classification.train_and_evaluate(config, str(tmp_path))
+    classify.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -283,7 +283,7 @@ def test_real_mnist_through_tfds_learns_through_noise(tmp_path, mnist_tfds_dir):
   from configs import mnist_sym  # pylint: disable=g-import-not-at-top
   config = mnist_sym.get_config("method=ce,rate=0.4,subset=6400,epochs=1")
   config.dataset.data_dir = mnist_tfds_dir
-  metrics = classification.train_and_evaluate(config, str(tmp_path))
+  metrics = classify.train_and_evaluate(config, str(tmp_path))
   assert 0.37 < metrics["noise/realised_rate"] < 0.43
   assert metrics["test/accuracy"] > 0.8, metrics  # chance is 0.1
 
@@ -293,9 +293,9 @@ def test_logged_loss_covers_every_step_despite_evaluations_and_checkpoints(tmp_p
   # pending metrics for NaN without dropping them: a log every 40 steps averages
   # all 40 per-step losses, also across the epoch boundary at step 32.
   every = _tiny("epochs=2", log_every_steps=1, checkpoint_every_steps=1000)
-  classification.train_and_evaluate(every, str(tmp_path / "every"))
+  classify.train_and_evaluate(every, str(tmp_path / "every"))
   window = _tiny("epochs=2", log_every_steps=40, checkpoint_every_steps=5)
-  classification.train_and_evaluate(window, str(tmp_path / "window"))
+  classify.train_and_evaluate(window, str(tmp_path / "window"))
   per_step = _history(tmp_path / "every")
   logged = _history(tmp_path / "window")
   np.testing.assert_allclose(logged[40], np.mean([per_step[s] for s in range(1, 41)]),

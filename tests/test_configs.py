@@ -7,7 +7,10 @@ import ml_collections
 import pytest
 
 from configs import common
-from sgn_jax import classification
+from sgn_jax.tasks import classify
+from sgn_jax.data import clothing1m
+from sgn_jax.data import dataset as dataset_lib
+from sgn_jax.data import webvision
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
@@ -15,6 +18,13 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 EXPECTED = {"mnist_sym", "mnist_asym", "fashion_mnist_sym", "fashion_mnist_asym",
             "cifar10_sym", "cifar10_asym", "cifar100_sym", "cifar100_asym", "cifar10n",
             "cifar100n", "gmm2d", "tiny_test"}
+
+
+def _num_classes(name):
+  """The class count of the dataset registry (the streamed datasets' own modules)."""
+  if name in dataset_lib.DATASETS:
+    return dataset_lib.DATASETS[name].num_classes
+  return {"clothing1m": clothing1m, "mini_webvision": webvision}[name].DATASET_INFO.num_classes
 
 
 def test_all_required_config_files_exist():
@@ -27,8 +37,8 @@ def test_config_loads_and_validates(name):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   assert isinstance(config, ml_collections.ConfigDict)
   assert config.task == "classify"
-  classification.validate_config(config)
-  assert config.num_classes == common.NUM_CLASSES[config.dataset.name]
+  classify.validate_config(config)
+  assert config.num_classes == _num_classes(config.dataset.name)
 
 
 @pytest.mark.parametrize("name,kind,convention,model", [
@@ -91,7 +101,7 @@ def test_asymmetric_noise_of_a_dataset_without_pairs_is_rejected():
   config = tiny_test.get_config()
   config.noise.kind = "asym"
   with pytest.raises(ValueError, match="gmm2d"):
-    classification.validate_config(config)
+    classify.validate_config(config)
 
 
 DIFFUSION_FILES = ["mnist_sym", "mnist_asym", "fashion_mnist_sym", "fashion_mnist_asym",
@@ -100,7 +110,7 @@ DIFFUSION_FILES = ["mnist_sym", "mnist_asym", "fashion_mnist_sym", "fashion_mnis
 
 @pytest.mark.parametrize("name", DIFFUSION_FILES)
 def test_diffusion_configs_follow_the_tdsm_paper(name):
-  from lnrd import diffusion  # pylint: disable=g-import-not-at-top
+  from lnrd.tasks import diffusion  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f"configs.{name}")
   dsm = module.get_config("method=dsm,task=diffusion")
   assert (dsm.task, dsm.method) == ("diffusion", "dsm")
@@ -134,3 +144,24 @@ def test_diffusion_arguments_are_checked():
     cifar100_asym.get_config("method=tdsm,epochs=3")
   with pytest.raises(ValueError, match="task='train'"):
     cifar100_asym.get_config("task=train")
+
+
+def test_pipeline_config_holds_the_correctors_classification_config():
+  from configs import mnist_sym  # pylint: disable=g-import-not-at-top
+  config = mnist_sym.get_config("task=pipeline,method=tdsm,corrector=sgn,rate=0.2,seed=3")
+  corrector = config.pipeline.classify
+  assert isinstance(corrector, ml_collections.ConfigDict)
+  assert (corrector.task, corrector.method) == ("classify", "sgn")
+  assert corrector.noise.rate == 0.2 and corrector.seed == 3
+  assert corrector.noise.convention == config.noise.convention == "tdsm"
+  assert corrector.to_dict() == mnist_sym.get_config(
+      "method=sgn,rate=0.2,seed=3,source=tfds,convention=tdsm,subset=0").to_dict()
+  classify.validate_config(corrector)
+  assert config.pipeline.corrector_epochs == 0
+  assert corrector.num_epochs == mnist_sym.get_config("method=sgn").num_epochs
+  longer = mnist_sym.get_config("task=pipeline,corrector=ce,corrector_epochs=7")
+  assert longer.pipeline.corrector_epochs == 7 and longer.pipeline.classify.num_epochs == 7
+  assert "classify" not in mnist_sym.get_config("task=pipeline,method=tdsm").pipeline
+  assert "classify" not in mnist_sym.get_config("method=tdsm,corrector=sgn").pipeline
+  # an unknown corrector: no classify config; lnrd.pipeline's validation names it
+  assert "classify" not in mnist_sym.get_config("task=pipeline,corrector=sgm").pipeline

@@ -55,13 +55,13 @@ def test_p_zero_leaves_images_unchanged():
   np.testing.assert_array_equal(np.asarray(labels), np.zeros((5, 9), np.float32))
   # Every transform enabled, through the parameter path: nothing is drawn and
   # the transforms with identity parameters leave the images unchanged.
-  pipe = augment.from_config({**FULL_CONFIG, "p": 0.0})
+  pipe = augment.from_kwargs({**FULL_CONFIG, "p": 0.0})
   x = _images(6)
   params = _sample(pipe, jax.random.PRNGKey(1), 6, 32, 32)
   # (EDM draws the anisotropy frame angle independently of p.)
   assert all(not np.asarray(v).any() for k, v in params.items() if k != "aniso_angle")
   # apply_params does not read p: reuse the golden test's compiled function.
-  y, labels = _apply_params(augment.from_config(FULL_CONFIG), x, params)
+  y, labels = _apply_params(augment.from_kwargs(FULL_CONFIG), x, params)
   np.testing.assert_allclose(np.asarray(y), x, atol=2e-5)
   np.testing.assert_array_equal(np.asarray(labels), np.zeros((6, pipe.augment_dim)))
 
@@ -80,7 +80,7 @@ def test_augment_dim_and_layout():
   assert [name for name, _ in pipe.label_layout] == [
       "xflip", "yflip", "scale_log2", "rotate_frac_cos_m1", "rotate_frac_sin",
       "aniso_w_cos", "aniso_w_sin", "translate_frac_x", "translate_frac_y"]
-  assert augment.from_config(FULL_CONFIG).augment_dim == 19
+  assert augment.from_kwargs(FULL_CONFIG).augment_dim == 19
   assert augment.AugmentPipe().augment_dim == 0
   pipe = augment.edm_cifar_pipe(p=0.6)  # As in test_call_is_sample_then_apply.
   params = _sample(pipe, jax.random.PRNGKey(7), 16, 16, 16)
@@ -142,7 +142,7 @@ def test_geometric_matches_edm_golden(golden, mode):
 
 
 def test_full_pipe_matches_edm_golden(golden):
-  pipe = augment.from_config(FULL_CONFIG)
+  pipe = augment.from_kwargs(FULL_CONFIG)
   params = {k[len("full_param_"):]: jnp.asarray(v) for k, v in golden.items()
             if k.startswith("full_param_")}
   y, labels = _apply_params(pipe, golden["full_images"], params)
@@ -165,7 +165,7 @@ def test_geometric_matrices_from_params():
 
 def test_label_fractions_match_probabilities():
   n = 40000
-  pipe = augment.from_config({**FULL_CONFIG, "p": 0.3, "xflip": 1e8})
+  pipe = augment.from_kwargs({**FULL_CONFIG, "p": 0.3, "xflip": 1e8})
   params = _sample(pipe, jax.random.PRNGKey(6), n, 32, 32)
   labels = np.asarray(augment.augment_labels(pipe, params, 32, 32))
   cols = dict(pipe.label_layout)
@@ -236,20 +236,20 @@ def test_color_grayscale_uses_mean_of_rows():
     augment.apply_color(_images(1, 4, 4, 2), m[:1])
 
 
-def test_from_config_validation():
-  pipe = augment.from_config({"class_name": "training.augment.AugmentPipe", "p": 0.12,
+def test_from_kwargs_validation():
+  pipe = augment.from_kwargs({"class_name": "training.augment.AugmentPipe", "p": 0.12,
                               "xflip": 1e8, "yflip": 1, "scale": 1, "rotate_frac": 1,
                               "aniso": 1, "translate_frac": 1})
   assert pipe == augment.edm_cifar_pipe()
   assert hash(pipe) == hash(augment.edm_cifar_pipe())
   with pytest.raises(ValueError, match="Unknown"):
-    augment.from_config({"p": 0.1, "xflipp": 1})
+    augment.from_kwargs({"p": 0.1, "xflipp": 1})
   for bad in ({"p": 1.5}, {"p": -0.1}, {"aniso_rotate_prob": 2.0}):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-      augment.from_config(bad)
+      augment.from_kwargs(bad)
   with pytest.raises(ValueError, match="non-negative"):
-    augment.from_config({"scale": -1})
+    augment.from_kwargs({"scale": -1})
   with pytest.raises(ValueError, match="margin_mode"):
-    augment.from_config({"margin_mode": "huge"})
+    augment.from_kwargs({"margin_mode": "huge"})
   with pytest.raises(ValueError, match="class_name"):
-    augment.from_config({"class_name": "Other"})
+    augment.from_kwargs({"class_name": "Other"})

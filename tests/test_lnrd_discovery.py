@@ -13,9 +13,11 @@ from PIL import Image
 
 from configs import mnist_sym
 from lnrd import discovery
-from lnrd import noisy_classifier
+from lnrd import runs as lnrd_runs
 from lnrd import time_classifier
+from lnrd.tasks import discover
 from sgn_jax import noise
+from sgn_jax.tasks import common
 
 ONE = jax.devices()[:1]
 
@@ -198,11 +200,11 @@ def _npz_dataset(path, n_train=96, seed=0):
 
 
 def _export_tiny_cnn(folder, transition):
-  """A randomly initialised TimeCNN written as `noisy_classifier._export` writes it."""
+  """A randomly initialised TimeCNN written as `lnrd.runs.export_classifier` writes it."""
   kwargs = {"noise_channels": 16, "emb_channels": 16, "augment_dim": 0}
   module = time_classifier.get_time_classifier("cnn", 10, **kwargs)
   variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), jnp.ones((1,)))
-  export = os.path.join(folder, noisy_classifier.EXPORT_DIR)
+  export = os.path.join(folder, lnrd_runs.EXPORT_DIR)
   os.makedirs(export)
   with open(os.path.join(export, "variables.msgpack"), "wb") as f:
     f.write(flax.serialization.to_bytes(jax.device_get(variables)))
@@ -236,10 +238,9 @@ def test_task_with_an_exported_classifier(tmp_path):
   t = noise.transition_matrix("sym", 10, 0.4, convention="tdsm")
   cls_dir = _export_tiny_cnn(tmp_path / "cls", t)
   workdir = str(tmp_path / "out")
-  metrics = discovery.train_and_evaluate(_config(npz, cls_dir, 0.4), workdir, ONE)
+  metrics = discover.train_and_evaluate(_config(npz, cls_dir, 0.4), workdir, ONE)
   report, suspects = _read(workdir)
-  from sgn_jax import train_data  # pylint: disable=g-import-not-at-top
-  splits = train_data.prepare_splits(_config(npz, cls_dir, 0.4))
+  splits = common.prepare_splits(_config(npz, cls_dir, 0.4))
   flipped = splits.train_labels != splits.train_clean_labels
   assert report["num_examples"] == 96 and report["num_flipped"] == int(flipped.sum()) > 0
   assert report["transition_source"] == "classifier" and report["weight_form"] == "released"
@@ -271,9 +272,10 @@ def test_task_ranks_flipped_labels_first(tmp_path, monkeypatch):
   npz = _npz_dataset(tmp_path / "data.npz")
   t = noise.transition_matrix("sym", 10, 0.4, convention="tdsm")
   cls_dir = _export_tiny_cnn(tmp_path / "cls", t)  # files for the checks; probs replaced
-  monkeypatch.setattr(noisy_classifier, "load_export", lambda path: BrightnessClassifier(t))
+  monkeypatch.setattr(lnrd_runs, "load_classifier",
+                      lambda path, what="": BrightnessClassifier(t))
   workdir = str(tmp_path / "out")
-  discovery.train_and_evaluate(_config(npz, cls_dir, 0.4), workdir)
+  discover.train_and_evaluate(_config(npz, cls_dir, 0.4), workdir)
   report, suspects = _read(workdir)
   f = report["num_flipped"]
   assert report["precision_at_k"]["weight"][str(f)] == 1.0
@@ -286,9 +288,9 @@ def test_clean_data_uses_the_assumed_symmetric_transition(tmp_path, monkeypatch)
   npz = _npz_dataset(tmp_path / "data.npz")
   cls_dir = _export_tiny_cnn(tmp_path / "cls", np.eye(10))  # a clean-label classifier: T = I
   classifier = BrightnessClassifier(np.eye(10), sharpness=1.0)
-  monkeypatch.setattr(noisy_classifier, "load_export", lambda path: classifier)
+  monkeypatch.setattr(lnrd_runs, "load_classifier", lambda path, what="": classifier)
   workdir = str(tmp_path / "out")
-  discovery.train_and_evaluate(_config(npz, cls_dir, 0.0), workdir, ONE)
+  discover.train_and_evaluate(_config(npz, cls_dir, 0.0), workdir, ONE)
   report, suspects = _read(workdir)
   assert report["num_flipped"] == 0 and report["transition_source"] == "assumed_symmetric"
   t = np.asarray(report["transition"])
@@ -300,8 +302,8 @@ def test_clean_data_uses_the_assumed_symmetric_transition(tmp_path, monkeypatch)
   # w = 0.95 q / (0.95 q + 0.05/9 (1 - q)) (q ~ 0.4 here: the posterior is soft).
   assert max(s["weight"] for s in suspects) < 0.999
   # Another assumed rate gives lower weights.
-  discovery.train_and_evaluate(_config(npz, cls_dir, 0.0, assumed_rate=0.2),
-                               str(tmp_path / "out20"), ONE)
+  discover.train_and_evaluate(_config(npz, cls_dir, 0.0, assumed_rate=0.2),
+                              str(tmp_path / "out20"), ONE)
   _, suspects20 = _read(str(tmp_path / "out20"))
   assert suspects20[0]["weight"] < suspects[0]["weight"]
 
@@ -309,9 +311,10 @@ def test_clean_data_uses_the_assumed_symmetric_transition(tmp_path, monkeypatch)
 def test_bad_discover_configs(tmp_path):
   npz = _npz_dataset(tmp_path / "data.npz")
   with pytest.raises(ValueError, match="discover.classifier_dir.*task=noisy_classifier"):
-    discovery.train_and_evaluate(_config(npz, "", 0.4), str(tmp_path / "a"))
+    discover.train_and_evaluate(_config(npz, "", 0.4), str(tmp_path / "a"))
   with pytest.raises(FileNotFoundError, match="discover.classifier_dir=.*task=noisy_classifier"):
-    discovery.train_and_evaluate(_config(npz, str(tmp_path / "missing"), 0.4), str(tmp_path / "b"))
+    discover.train_and_evaluate(_config(npz, str(tmp_path / "missing"), 0.4),
+                                str(tmp_path / "b"))
   cls_dir = _export_tiny_cnn(tmp_path / "cls", np.eye(10))
   for key, value, match in (("sigmas", (), "discover.sigmas"), ("top_k", (0,), "discover.top_k"),
                             ("assumed_rate", 0.0, "discover.assumed_rate"),
@@ -319,13 +322,13 @@ def test_bad_discover_configs(tmp_path):
     config = _config(npz, cls_dir, 0.0)
     config.discover[key] = value
     with pytest.raises(ValueError, match=match):
-      discovery.train_and_evaluate(config, str(tmp_path / "c"))
+      discover.train_and_evaluate(config, str(tmp_path / "c"))
   config = _config(npz, cls_dir, 0.0)
   config.discover.bogus = 1
   with pytest.raises(ValueError, match="discover.bogus is not known"):
-    discovery.train_and_evaluate(config, str(tmp_path / "d"))
+    discover.train_and_evaluate(config, str(tmp_path / "d"))
   # Without a discover block at all the defaults apply, and the directory is still required.
   config = _config(npz, cls_dir, 0.0)
   del config["discover"]
   with pytest.raises(ValueError, match="discover.classifier_dir"):
-    discovery.train_and_evaluate(config, str(tmp_path / "e"))
+    discover.train_and_evaluate(config, str(tmp_path / "e"))

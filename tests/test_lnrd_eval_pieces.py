@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lnrd import images as images_lib
 from lnrd import time_classifier
-from lnrd import train_loop
 from lnrd.metrics import cas
 from lnrd.metrics import classifier_features
 from lnrd.metrics import frechet
@@ -139,11 +139,11 @@ def test_cas_rejects_bad_inputs(tmp_path):
     cas.classification_accuracy_score(x, y, x, y, dataset="gmm2d", workdir=str(tmp_path))
   with pytest.raises(ValueError, match=r"\[0, 10\)"):
     cas.classification_accuracy_score(x, y + 10, x, y, dataset="mnist", workdir=str(tmp_path))
-  config = cas.cas_config("cifar10", "unused.npz", arch="resnet50", epochs=1, batch_size=8,
-                          learning_rate=0.1, weight_decay=2.5e-4)
-  assert config.model.name == "resnet50" and config.model.cifar_stem
-  assert config.dataset.source == "npz" and config.noise.kind == "none"
-  assert config.dataset.val_fraction == 0.0
+  settings = cas.cas_settings("cifar10", "unused.npz", arch="resnet50", epochs=1, batch_size=8,
+                              learning_rate=0.1, weight_decay=2.5e-4)
+  assert settings.model == "resnet50" and settings.model_kwargs["cifar_stem"]
+  assert settings.dataset.source == "npz" and settings.noise.kind == "none"
+  assert settings.val_fraction == 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_cas_rejects_bad_inputs(tmp_path):
 
 
 def _write_tiny_export(path):
-  """A randomly initialised TimeCNN export in the format of noisy_classifier._export."""
+  """A randomly initialised TimeCNN export in the format of lnrd.runs.export_classifier."""
   kwargs = dict(noise_channels=16, emb_channels=32)
   module = time_classifier.get_time_classifier("cnn", 10, **kwargs)
   shapes = jax.eval_shape(lambda: module.init(
@@ -181,7 +181,7 @@ def test_classifier_features_are_the_penultimate_layer(tmp_path):
   assert features.shape == (13, 32 * 8 * 8) and features.dtype == jnp.float32
   # Plain apply (no `mutable`) gives the same logits: the sow changes nothing.
   plain = jax.jit(lambda v, im: module.apply(
-      v, train_loop.to_model_range(im, 32), jnp.full((13,), 0.002), train=False))(
+      v, images_lib.to_model_range(im, 32), jnp.full((13,), 0.002), train=False))(
           variables, images)
   np.testing.assert_allclose(logits, plain, rtol=1e-5, atol=1e-5)
   dense = variables["params"]["linear"]

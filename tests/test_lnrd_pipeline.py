@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from configs import mnist_sym
-from lnrd import diffusion
-from lnrd import evaluate
-from lnrd import pipeline
+from lnrd import evaluation
+from lnrd import runs as lnrd_runs
+from lnrd.tasks import common as lnrd_common
+from lnrd.tasks import evaluate
+from lnrd.tasks import pipeline
 from sgn_jax import corrector
 from sgn_jax import noise
-from sgn_jax import train_data
+from sgn_jax.tasks import common
 from sgn_jax.training import mesh as mesh_lib
 
 ONE = jax.devices()[:1]
@@ -81,14 +83,14 @@ def test_labels_file_replaces_the_noise_draw(tmp_path):
   data = _digits_npz(tmp_path / "d.npz")
   config = mnist_sym.get_config("source=npz,rate=0.4,method=ce")
   config.dataset.path = data
-  drawn = train_data.prepare_splits(config)
+  drawn = common.prepare_splits(config)
   assert np.mean(drawn.train_labels != drawn.train_clean_labels) > 0.3
   labels = drawn.train_clean_labels.copy()
   labels[:10] = (labels[:10] + 1) % 10
   T = np.full((10, 10), 0.01) + 0.9 * np.eye(10)
   np.savez(tmp_path / "l.npz", labels=labels, transition=T)
   config.noise.labels_file = str(tmp_path / "l.npz")
-  given = train_data.prepare_splits(config)
+  given = common.prepare_splits(config)
   np.testing.assert_array_equal(given.train_labels, labels)
   np.testing.assert_allclose(given.transition, T)
   assert given.noise_summary["realised_noise_rate"] == pytest.approx(10 / 512)
@@ -143,7 +145,7 @@ def corrected_tdsm(tmp_path_factory):
   config = _tiny_pipeline_config(data, "method=tdsm,corrector=ce")
   # the pipeline's own classifier serves as the (clean-ish) feature net of the test
   config.evaluate.feature_classifier_dir = os.path.join(workdir, "classifier")
-  results = pipeline.run(config, workdir, ONE)
+  results = pipeline.train_and_evaluate(config, workdir, ONE)
   return data, workdir, config, results
 
 
@@ -180,32 +182,32 @@ def test_corrector_pipeline_runs_every_stage_and_resumes(corrected_tdsm):
     assert json.load(f)["cas/accuracy"] == pytest.approx(metrics["cas/accuracy"])
 
   # Started again: every stage is found finished, nothing is retrained.
-  assert pipeline.run(config, workdir, ONE) == {"corrector": report}
+  assert pipeline.train_and_evaluate(config, workdir, ONE) == {"corrector": report}
 
 
 def test_evaluate_resumes_from_saved_sample_batches(tmp_path, corrected_tdsm):
   """A killed evaluation samples only the missing batches, and gets the same samples."""
   _, workdir, config, _ = corrected_tdsm
   run_dir = os.path.join(workdir, "diffusion")
-  model, variables, _ = diffusion.restore_ema_params(diffusion.load_run_config(run_dir),
-                                                     run_dir, mesh_lib.create_mesh(ONE))
+  mesh = mesh_lib.create_mesh(ONE)
+  model = lnrd_runs.load_diffusion(run_dir, mesh=mesh)
+  settings = lnrd_common.sampler_settings(config)
   labels = np.repeat(np.arange(10), 2).astype(np.int32)
   key = jax.random.PRNGKey(config.evaluate.seed)
   folder = str(tmp_path / "samples")
-  first = evaluate.sample_in_batches(model, variables, labels, key, config.sample, 8, folder)
+  first = evaluation.sample_in_batches(model, labels, key, mesh, settings, 8, folder)
   os.remove(os.path.join(folder, "batch_00002.npz"))  # "killed" before the last batch
   calls = []
   original = model.sample
-  model.sample = lambda *a, **k: calls.append(len(a[1])) or original(*a, **k)
-  second = evaluate.sample_in_batches(model, variables, labels, key, config.sample, 8, folder)
+  model.sample = lambda *a, **k: calls.append(len(a[0])) or original(*a, **k)
+  second = evaluation.sample_in_batches(model, labels, key, mesh, settings, 8, folder)
   assert calls == [4]  # only the missing batch (rows 16..19) was sampled again
   np.testing.assert_array_equal(second, first)
   # the pipeline's own evaluation drew the same samples (same seed, batches, sampler)
   with np.load(os.path.join(workdir, "evaluate", "samples", "batch_00001.npz")) as saved:
     np.testing.assert_array_equal(saved["samples"], first[8:16])
   with pytest.raises(ValueError, match="other labels"):
-    evaluate.sample_in_batches(model, variables, labels[::-1].copy(), key, config.sample, 8,
-                               folder)
+    evaluation.sample_in_batches(model, labels[::-1].copy(), key, mesh, settings, 8, folder)
 
 
 def test_rows_split_over_processes_merge_back_in_order():
@@ -213,13 +215,13 @@ def test_rows_split_over_processes_merge_back_in_order():
     x = np.arange(n) * 10
     parts = []
     for p in range(num):
-      rows = evaluate.split_rows(n, num, p)
+      rows = evaluation.split_rows(n, num, p)
       part = np.full(-(-n // num), -1)  # padded like the all-gather
       part[:len(rows)] = x[rows]
       parts.append(part)
-    assert sorted(np.concatenate([evaluate.split_rows(n, num, p) for p in range(num)])) == \
+    assert sorted(np.concatenate([evaluation.split_rows(n, num, p) for p in range(num)])) == \
         list(range(n))
-    np.testing.assert_array_equal(evaluate.merge_rows(parts, n), x)
+    np.testing.assert_array_equal(evaluation.merge_rows(parts, n), x)
 
 
 def test_evaluate_config_errors_name_the_key(tmp_path):

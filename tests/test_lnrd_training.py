@@ -11,10 +11,13 @@ import pytest
 
 from configs import gmm2d
 from configs import mnist_sym
-from lnrd import diffusion
-from lnrd import generate
-from lnrd import noisy_classifier
-from lnrd import train_loop
+from lnrd import diffusion as diffusion_lib
+from lnrd import edm
+from lnrd import runs as lnrd_runs
+from lnrd.tasks import diffusion
+from lnrd.tasks import generate
+from lnrd.tasks import noisy_classifier
+from sgn_jax.tasks import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE = jax.devices()[:1]
@@ -36,7 +39,7 @@ def _gmm(arg="", **overrides):
   config.log_every_steps = 5
   config.checkpoint_every_steps = 5
   config.optim.warmup_kimg = 0.1
-  return train_loop.with_overrides(config, **overrides)
+  return common.with_overrides(config, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def _history(workdir):
 
 
 def test_classifier_export_round_trip(classifier_dir):
-  bundle = noisy_classifier.load_export(classifier_dir)
+  bundle = lnrd_runs.load_classifier(classifier_dir)
   x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
   probs = np.asarray(bundle.probs(x, np.full(7, 0.5, np.float32)))
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
@@ -74,7 +77,7 @@ def test_tdsm_with_learned_transition_classifier(tmp_path):
   cls_dir = str(tmp_path / "cls")
   noisy_classifier.train_and_evaluate(
       _gmm("task=noisy_classifier", **{"classifier.transition": "learned"}), cls_dir, ONE)
-  bundle = noisy_classifier.load_export(cls_dir)
+  bundle = lnrd_runs.load_classifier(cls_dir)
   assert bundle.learned
   np.testing.assert_allclose(bundle.transition.sum(1), 1.0, rtol=1e-5)
   config = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir, "tdsm.weight_form": "paper"})
@@ -90,9 +93,8 @@ def test_resume_is_bit_identical(tmp_path, classifier_dir):
   first = _gmm("method=tdsm", stop_after_steps=5, **{"tdsm.classifier_dir": classifier_dir})
   assert diffusion.train_and_evaluate(first, parts, ONE)["completed"] == 0.0
   assert diffusion.train_and_evaluate(config, parts, ONE)["completed"] == 1.0
-  run_config = config
-  _, full_vars, _ = diffusion.restore_ema_params(run_config, full, diffusion_mesh())
-  _, part_vars, _ = diffusion.restore_ema_params(run_config, parts, diffusion_mesh())
+  full_vars = lnrd_runs.load_diffusion(full, mesh=diffusion_mesh()).variables
+  part_vars = lnrd_runs.load_diffusion(parts, mesh=diffusion_mesh()).variables
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(full_vars),
                jax.device_get(part_vars))
 
@@ -115,14 +117,12 @@ def test_generate_writes_samples_and_affine_mix(tmp_path):
   run_dir = str(tmp_path / "dsm")
   config = _gmm("method=dsm")
   diffusion.train_and_evaluate(config, run_dir, ONE)
-  with open(os.path.join(run_dir, "config.json"), "w") as f:  # main.py writes it
-    f.write(config.to_json())
   gen = _gmm("method=dsm,task=generate")
   gen.generate.run_dir = run_dir
   gen.generate.per_class = 3
   gen.generate.batch_size = 8
   out = str(tmp_path / "gen")
-  result = generate.generate(gen, out, ONE)
+  result = generate.train_and_evaluate(gen, out, ONE)
   assert result["num_samples"] == 12
   data = np.load(os.path.join(out, "samples.npz"))
   assert data["images"].shape == (12, 2)
@@ -131,7 +131,7 @@ def test_generate_writes_samples_and_affine_mix(tmp_path):
   # Affine mix with the same network: (1 + lam) D - lam D = D, so the same samples.
   gen.generate.other_run_dir = run_dir
   gen.generate.affine_lambda = 0.7
-  mixed = generate.generate(gen, str(tmp_path / "mixed"), ONE)
+  mixed = generate.train_and_evaluate(gen, str(tmp_path / "mixed"), ONE)
   assert mixed["num_samples"] == 12
   np.testing.assert_allclose(np.load(os.path.join(tmp_path / "mixed", "samples.npz"))["images"],
                              data["images"], atol=1e-4)
@@ -154,7 +154,7 @@ def test_bad_configs_fail_before_compute(tmp_path):
   with pytest.raises(ValueError, match="method='sgn' is not a diffusion method"):
     mnist_sym.get_config("method=sgn,task=diffusion")
   with pytest.raises(ValueError, match="generate.run_dir"):
-    generate.generate(_gmm("task=generate"), str(tmp_path), ONE)
+    generate.train_and_evaluate(_gmm("task=generate"), str(tmp_path), ONE)
   assert not os.listdir(tmp_path) or "checkpoints" not in os.listdir(tmp_path)
 
 
@@ -204,29 +204,34 @@ def test_quick_start_demo_runs(tmp_path):
 def test_ncsnpp_fourier_constants_are_kept_and_not_trained():
   """NCSN++'s Fourier frequencies live in 'constants' (model_state): carried through the
   train step unchanged, used by the sampler, not counted as parameters."""
+  from lnrd import sampler as sampler_lib  # pylint: disable=g-import-not-at-top
   from sgn_jax.data import device_data  # pylint: disable=g-import-not-at-top
+  from sgn_jax.training import ema  # pylint: disable=g-import-not-at-top
+  from sgn_jax.training import loop  # pylint: disable=g-import-not-at-top
   from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  config = mnist_sym.get_config("method=dsm")
-  config.network.arch = "ncsnpp"
-  config.network.model_channels, config.network.channel_mult = 8, (1, 1)
-  config.network.num_blocks, config.network.attn_resolutions = 1, (4,)
-  config.batch_size = 8
-  config.augment.p = 0.0
   mesh = mesh_lib.create_mesh(ONE)
-  run = diffusion.Diffusion(config, mesh, (8, 8, 1), 10, 4)
-  state = run.init_state(jax.random.PRNGKey(0))
+  model = diffusion_lib.build_network("ncsnpp", (8, 8, 1), 10, model_channels=8,
+                                      channel_mult=(1, 1), num_blocks=1, attn_resolutions=(4,))
+  precond = edm.get_preconditioning("edm")
+  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10.0, batch_size=8)
+  state = diffusion_lib.init_state(model, tx, (8, 8, 1), 10, jax.random.PRNGKey(0), mesh)
   assert "constants" in state.model_state
   before = jax.device_get(state.model_state)
   images = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1), dtype=np.uint8)
   perm = jax.jit(lambda k: device_data.epoch_permutation(k, 0, 32))(jax.random.PRNGKey(1))
   inputs = {"permutation": perm, "train_images": device_data.put_table(images, mesh),
             "train_labels": device_data.put_table(np.arange(32, dtype=np.int32) % 10, mesh)}
-  state, metrics = jax.jit(run.train_step)(state, inputs)
+  step = diffusion_lib.make_train_step(model, tx, diffusion_lib.dsm_objective(precond),
+                                       precond=precond, num_classes=10,
+                                       ema_decay=ema.edm_schedule(8, 500.0))
+  state, metrics = loop.jit_step(step, device_data.BatchDrawer(8, 4, mesh))(state, inputs)
   assert np.isfinite(float(metrics["loss"]))
   jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.model_state))
-  config.sample.num_steps = 2
-  samples = run.sample(diffusion.ema_variables(state), np.arange(8) % 10, jax.random.PRNGKey(2),
-                       config.sample)
+  sample_fn = diffusion_lib.make_sampler(model, precond, 10, mesh,
+                                         sampler_lib.SamplerSettings(num_steps=2))
+  samples = sampler_lib.sample_for_labels(sample_fn, diffusion_lib.ema_variables(state),
+                                          np.arange(8) % 10, jax.random.PRNGKey(2), (8, 8, 1),
+                                          mesh)
   assert samples.shape == (8, 8, 8, 1) and np.all(np.isfinite(samples))
 
 
@@ -234,7 +239,7 @@ def test_paper_weights_with_a_noisy_label_classifier(tmp_path):
   cls_dir = str(tmp_path / "cls")
   noisy_classifier.train_and_evaluate(
       _gmm("task=noisy_classifier", **{"classifier.transition": "none"}), cls_dir, ONE)
-  assert noisy_classifier.load_export(cls_dir).noisy_target
+  assert lnrd_runs.load_classifier(cls_dir).noisy_target
   config = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir, "tdsm.weight_form": "paper"})
   assert np.isfinite(diffusion.train_and_evaluate(config, str(tmp_path / "t"), ONE)["train/loss"])
   released = _gmm("method=tdsm", **{"tdsm.classifier_dir": cls_dir})

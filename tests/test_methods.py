@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from sgn_jax import classification
+from sgn_jax.tasks import classify
 from sgn_jax import methods
 
 from test_classification import _assert_trees_close, _history, _latest_state, _tiny
@@ -28,7 +28,7 @@ def test_registry_has_the_ten_methods():
 
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_method_trains_and_evaluates(tmp_path, name):
-  metrics = classification.train_and_evaluate(_config(name), str(tmp_path))
+  metrics = classify.train_and_evaluate(_config(name), str(tmp_path))
   for key in ("test/accuracy", "test/nll", "test/ece", "ema_test/accuracy", "train/loss"):
     assert np.isfinite(metrics[key]), (name, key, metrics[key])
   assert 0.0 <= metrics["test/ece"] <= 1.0
@@ -40,7 +40,7 @@ def test_method_trains_and_evaluates(tmp_path, name):
                                          ("nal", ["memory"])])
 def test_per_example_state_is_updated_checkpointed_and_resumed(tmp_path, name, tables):
   config = _config(name, log_every_steps=1)
-  classification.train_and_evaluate(config, str(tmp_path / "full"))
+  classify.train_and_evaluate(config, str(tmp_path / "full"))
   _, full = _latest_state(tmp_path / "full")
   state = full["extra"]["example_state"]
   assert sorted(state) == sorted(tables)
@@ -54,9 +54,9 @@ def test_per_example_state_is_updated_checkpointed_and_resumed(tmp_path, name, t
     assert changed.mean() > (0.2 if table == "v" else 0.99), (table, changed.mean())
 
   config.stop_after_steps = 13
-  classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   config.stop_after_steps = 0
-  classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   _, resumed = _latest_state(tmp_path / "resumed")
   _assert_trees_close(full, resumed, rtol=0, atol=0)
 
@@ -65,14 +65,14 @@ def test_sgn_ema_net_runs_in_training_mode_and_shift_uses_it(tmp_path):
   # With label correction and alpha -> 0 the target is the EMA net's estimate at once;
   # with the shift disabled the loss must differ.
   base = dict(log_every_steps=1)
-  a = classification.train_and_evaluate(
+  a = classify.train_and_evaluate(
       _config("sgn", **{"method_args.alpha": 1e-6, **base}), str(tmp_path / "lc"))
-  b = classification.train_and_evaluate(
+  b = classify.train_and_evaluate(
       _config("sgn", **{"method_args.alpha": 1e-6, "method_args.label_correction": False,
                         **base}), str(tmp_path / "nolc"))
   assert a["train/loss"] != pytest.approx(b["train/loss"], rel=1e-3)
   assert a["final/test_accuracy"] == a["ema_test/accuracy"]
-  c = classification.train_and_evaluate(
+  c = classify.train_and_evaluate(
       _config("sgn", **{"method_args.ema_prediction": False, **base}), str(tmp_path / "noep"))
   assert c["final/test_accuracy"] == c["test/accuracy"]
 
@@ -81,7 +81,7 @@ def test_sgn_ema_net_runs_in_training_mode_and_shift_uses_it(tmp_path):
 def test_sgn_covariance_forms_train(tmp_path, covariance):
   # lr 0.01 as SGN's protocol (the tiny config's 0.05 makes the isotropic
   # variance collapse to NaN on this toy problem).
-  metrics = classification.train_and_evaluate(
+  metrics = classify.train_and_evaluate(
       _config("sgn", **{"method_args.covariance": covariance, "optim.learning_rate": 0.01}),
       str(tmp_path))
   assert metrics["test/accuracy"] > 0.6
@@ -94,8 +94,8 @@ def test_sgn_one_and_eight_devices_agree(tmp_path, shared_data):
   config.dataset.val_fraction = 0.0
   config.model.depth, config.model.width = 10, 1
   config.batch_size, config.eval_batch_size, config.log_every_steps = 32, 128, 1
-  classification.train_and_evaluate(config, str(tmp_path / "one"), jax.devices()[:1])
-  classification.train_and_evaluate(config, str(tmp_path / "eight"))
+  classify.train_and_evaluate(config, str(tmp_path / "one"), jax.devices()[:1])
+  classify.train_and_evaluate(config, str(tmp_path / "eight"))
   a, b = _history(tmp_path / "one"), _history(tmp_path / "eight")
   np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)],
                              rtol=2e-4, atol=1e-6)

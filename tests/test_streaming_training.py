@@ -8,7 +8,7 @@ import pytest
 
 from configs import clothing1m as clothing1m_config
 from configs import webvision as webvision_config
-from sgn_jax import classification
+from sgn_jax.tasks import classify
 
 from test_classification import _assert_trees_close, _latest_state
 from test_large_datasets import make_clothing1m_tree, make_webvision_tree
@@ -34,7 +34,7 @@ def test_clothing1m_streams_trains_evaluates_and_resumes(tmp_path, method):
   config = _small(clothing1m_config.get_config(f"method={method},epochs=1"),
                   tmp_path / "c1m", tmp_path / "tfds")
   config.dataset.samples_per_class = 0  # the fabricated tree has few images per class
-  full = classification.train_and_evaluate(config, str(tmp_path / "full"))
+  full = classify.train_and_evaluate(config, str(tmp_path / "full"))
   saved = json.loads((tmp_path / "full" / "metrics.json").read_text())
   assert saved["completed"] == 1.0
   for split in ("val", "test"):
@@ -42,9 +42,9 @@ def test_clothing1m_streams_trains_evaluates_and_resumes(tmp_path, method):
     assert "top5_accuracy" in " ".join(full)
   # Killed after one step (stop_after_steps), resumed: the same final state.
   config.stop_after_steps = 1
-  classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   config.stop_after_steps = 0
-  classification.train_and_evaluate(config, str(tmp_path / "resumed"))
+  classify.train_and_evaluate(config, str(tmp_path / "resumed"))
   _, a = _latest_state(tmp_path / "full")
   _, b = _latest_state(tmp_path / "resumed")
   _assert_trees_close(a, b, rtol=1e-5, atol=1e-6)
@@ -55,7 +55,7 @@ def test_webvision_with_mixup_trains(tmp_path):
   config = _small(webvision_config.get_config("method=sgn,epochs=1"),
                   tmp_path / "wv", tmp_path / "tfds")
   assert config.input.mixup_alpha == 0.8 and config.method_args.target_scale == 0.3
-  metrics = classification.train_and_evaluate(config, str(tmp_path / "w"))
+  metrics = classify.train_and_evaluate(config, str(tmp_path / "w"))
   assert np.isfinite(metrics["train/loss"])
   assert {"test/accuracy", "test/top5_accuracy", "imagenet/accuracy",
           "imagenet/top5_accuracy"} <= set(metrics)
@@ -65,20 +65,20 @@ def test_mixup_with_a_method_without_soft_labels_is_rejected(tmp_path):
   config = webvision_config.get_config("method=ce")
   config.method = "elr"
   with pytest.raises(ValueError, match="mixup_alpha=0.8 needs soft labels.*'elr'"):
-    classification.validate_config(config)
+    classify.validate_config(config)
 
 
 def test_streaming_configs_validate_and_reject_synthetic_noise():
   for module in (clothing1m_config, webvision_config):
     config = module.get_config()
-    classification.validate_config(config)
+    classify.validate_config(config)
     config.noise.kind = "sym"
     with pytest.raises(ValueError, match="real label noise"):
-      classification.validate_config(config)
+      classify.validate_config(config)
   config = clothing1m_config.get_config()
   config.model_pretrained = "/nonexistent/resnet50.npz"
   with pytest.raises(FileNotFoundError, match="resnet50.npz"):
-    classification.validate_config(config)
+    classify.validate_config(config)
 
 
 def test_prepare_command_handles_streamed_datasets(tmp_path, capsys):

@@ -10,7 +10,7 @@ its samples works on real data:
 A generator that ignores its labels gives chance accuracy; one whose samples of
 class y are not recognisable as y in real data scores low, however sharp they
 look. Here the classifier is trained by the repo's own classification pipeline
-(`sgn_jax.classification.train_and_evaluate`, method `ce`, no label noise): the
+(`sgn_jax.classification.train` with `cas_settings`, method `ce`, no label noise): the
 samples and the real test set are written as an npz dataset into
 WORKDIR/cas/data.npz and the run lives in WORKDIR/cas/ (checkpoints, TensorBoard,
 metrics.json), so a preempted CAS run resumes when called again with the same
@@ -60,17 +60,17 @@ CAS_DEFAULTS = {
 }
 
 
-def _model_config(arch: str) -> dict[str, Any]:
-  """`config.model` fields for `arch` (see the module docstring)."""
+def _model(arch: str) -> tuple[str, dict[str, Any]]:
+  """(model name, keyword arguments) of `arch` (see the module docstring)."""
   from sgn_jax import models  # pylint: disable=g-import-not-at-top
   if arch == "cnn":
-    return dict(name="cnn", batch_norm=True)
+    return "cnn", dict(batch_norm=True)
   if arch == "resnet50":
-    return dict(name="resnet50", cifar_stem=True)
+    return "resnet50", dict(cifar_stem=True)
   if arch not in models.MODELS:
     raise ValueError(f"arch={arch!r} is not known; allowed: cnn, resnet50 or a model of "
                      f"sgn_jax.models.MODELS {sorted(models.MODELS)}")
-  return dict(name=arch)
+  return arch, {}
 
 
 def _check_arrays(samples, labels, test_images, test_labels, num_classes: int):
@@ -80,7 +80,7 @@ def _check_arrays(samples, labels, test_images, test_labels, num_classes: int):
     if x.dtype != np.uint8 or x.ndim != 4:
       raise ValueError(
           f"{name} must be uint8 NHWC images (N, H, W, C) in [0, 255]; got {x.dtype} "
-          f"{x.shape} (model-range samples: lnrd.diffusion.images_to_uint8)")
+          f"{x.shape} (model-range samples: lnrd.images.images_to_uint8)")
   if samples.shape[1:] != test_images.shape[1:]:
     raise ValueError(f"samples {samples.shape[1:]} and test_images {test_images.shape[1:]} "
                      "must have the same image shape")
@@ -101,36 +101,36 @@ def _fingerprint(arrays, settings) -> str:
   return h.hexdigest()
 
 
-def cas_config(dataset: str, npz_path: str, *, arch: str, epochs: int, batch_size: int,
-               learning_rate: float, weight_decay: float, lr_decay_epochs=(),
-               seed: int = 0, eval_batch_size: int = 1000):
-  """The classification config of a CAS run: ce on the npz's train split, no noise.
+def cas_settings(dataset: str, npz_path: str, *, arch: str, epochs: int, batch_size: int,
+                 learning_rate: float, weight_decay: float, lr_decay_epochs=(),
+                 seed: int = 0, eval_batch_size: int = 1000):
+  """The `sgn_jax.classification.Settings` of a CAS run: ce on the npz's train split.
 
-  Built with `configs.common.classification_config(dataset, "none", "method=ce,...")`
-  and then `dataset.source="npz"`, `dataset.path=npz_path`, no validation split,
-  the model of `arch`, the budget above, and one evaluation, at the end.
+  No label noise, no validation split, the model of `arch`, the dataset's usual
+  normalisation, random crops (pad 2) and flips for CIFAR, SGD with Nesterov
+  momentum 0.9 at the given budget, one evaluation, at the end.
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  from sgn_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  from sgn_jax.data import loading  # pylint: disable=g-import-not-at-top
   for name, value in (("epochs", epochs), ("batch_size", batch_size),
                       ("eval_batch_size", eval_batch_size)):
     if int(value) != value or value <= 0:
       raise ValueError(f"{name}={value} must be a positive integer")
   if not learning_rate > 0:
     raise ValueError(f"learning_rate={learning_rate} must be > 0")
-  config = common.classification_config(
-      dataset, "none", f"method=ce,seed={int(seed)},epochs={int(epochs)},source=npz")
-  config.dataset.path = str(npz_path)
-  config.dataset.val_fraction = 0.0
-  config.noise.rate = 0.0
-  config.model = ml_collections.ConfigDict(_model_config(arch))
-  config.optim.learning_rate = float(learning_rate)
-  config.optim.weight_decay = float(weight_decay)
-  config.optim.lr_decay_epochs = tuple(lr_decay_epochs)
-  config.batch_size = int(batch_size)
-  config.eval_batch_size = int(eval_batch_size)
-  config.eval_every_epochs = int(epochs)  # one evaluation, at the end
-  return config
+  info = dataset_lib.DATASETS[dataset]
+  model, model_kwargs = _model(arch)
+  is_cifar = dataset.startswith("cifar")
+  return classification.Settings(
+      dataset=loading.DatasetSpec(name=dataset, source="npz", path=str(npz_path)),
+      num_classes=info.num_classes, model=model, model_kwargs=model_kwargs,
+      mean=info.mean, std=info.std, seed=int(seed), method="ce",
+      crop_padding=2 if is_cifar else 0, flip=is_cifar,
+      learning_rate=float(learning_rate), weight_decay=float(weight_decay),
+      lr_decay_epochs=tuple(lr_decay_epochs), batch_size=int(batch_size),
+      num_epochs=int(epochs), eval_batch_size=int(eval_batch_size),
+      eval_every_epochs=int(epochs))
 
 
 def classification_accuracy_score(samples, labels, test_images, test_labels, *,
@@ -169,12 +169,12 @@ def classification_accuracy_score(samples, labels, test_images, test_labels, *,
     ValueError: unknown dataset/arch, malformed arrays, bad budget values, or
       a WORKDIR/cas/ of different inputs without overwrite.
   """
-  from configs import common  # pylint: disable=g-import-not-at-top
   from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  from sgn_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
   if dataset not in DATASETS:
     raise ValueError(f"dataset={dataset!r} is not supported by CAS; allowed: {list(DATASETS)}")
   samples, labels, test_images, test_labels = _check_arrays(
-      samples, labels, test_images, test_labels, common.NUM_CLASSES[dataset])
+      samples, labels, test_images, test_labels, dataset_lib.DATASETS[dataset].num_classes)
   defaults = CAS_DEFAULTS[dataset]
   settings = dict(
       arch=arch or defaults["arch"],
@@ -209,8 +209,8 @@ def classification_accuracy_score(samples, labels, test_images, test_labels, *,
     with open(stamp, "w") as f:
       f.write(fingerprint + "\n")
 
-  config = cas_config(dataset, npz_path, **settings)
-  final = classification.train_and_evaluate(config, run_dir, devices=devices)
+  final = classification.train(cas_settings(dataset, npz_path, **settings), run_dir,
+                               devices=devices)
   return {
       "accuracy": float(final["test/accuracy"]),
       "ema_accuracy": float(final["ema_test/accuracy"]),

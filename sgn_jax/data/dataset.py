@@ -41,6 +41,9 @@ class DatasetInfo:
     manual_only: the names among `manual_files` that TFDS cannot download
       itself: they must be in the manual dir even with `download=True`.
     notes: extra instructions shown in "data not found" errors.
+    mean, std: per-channel statistics of the training images in [0, 1] (the
+      usual normalisation; a config may choose others, e.g. SGN normalises
+      CIFAR-100 with CIFAR-10's).
   """
   name: str
   num_classes: int
@@ -50,6 +53,8 @@ class DatasetInfo:
   manual_files: tuple[tuple[str, str], ...] = ()
   manual_only: tuple[str, ...] = ()
   notes: str = ""
+  mean: tuple[float, ...] = ()
+  std: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -198,43 +203,51 @@ def _cifar_n_notes(c: str) -> str:
       f"CIFAR-{c}_human.pt or cifar{c}n_labels.npz>.")
 
 
+_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_CIFAR100_MEAN, _CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         name="mnist", num_classes=10, image_shape=(28, 28, 1),
         tfds_name="mnist", class_names=DIGITS,
-        manual_files=tuple((f, _MNIST_URL + f) for f in _IDX_FILES)),
+        manual_files=tuple((f, _MNIST_URL + f) for f in _IDX_FILES),
+        mean=(0.1307,), std=(0.3081,)),
     "fashion_mnist": DatasetInfo(
         name="fashion_mnist", num_classes=10, image_shape=(28, 28, 1),
         tfds_name="fashion_mnist", class_names=FASHION_MNIST_CLASSES,
-        manual_files=tuple((f, _FASHION_URL + f) for f in _IDX_FILES)),
+        manual_files=tuple((f, _FASHION_URL + f) for f in _IDX_FILES),
+        mean=(0.2860,), std=(0.3530,)),
     "cifar10": DatasetInfo(
         name="cifar10", num_classes=10, image_shape=(32, 32, 3),
         tfds_name="cifar10", class_names=CIFAR10_CLASSES,
         manual_files=(("cifar-10-binary.tar.gz",
                        "https://www.cs.toronto.edu/~kriz/"
-                       "cifar-10-binary.tar.gz"),)),
+                       "cifar-10-binary.tar.gz"),),
+        mean=_CIFAR10_MEAN, std=_CIFAR10_STD),
     "cifar100": DatasetInfo(
         name="cifar100", num_classes=100, image_shape=(32, 32, 3),
         tfds_name="cifar100", class_names=CIFAR100_CLASSES,
         manual_files=(("cifar-100-binary.tar.gz",
                        "https://www.cs.toronto.edu/~kriz/"
-                       "cifar-100-binary.tar.gz"),)),
+                       "cifar-100-binary.tar.gz"),),
+        mean=_CIFAR100_MEAN, std=_CIFAR100_STD),
     "cifar10_n": DatasetInfo(
         name="cifar10_n", num_classes=10, image_shape=(32, 32, 3),
         tfds_name="cifar10_n", class_names=CIFAR10_CLASSES,
         manual_files=_cifar_n_files("10"),
         manual_only=tuple(f for f, _ in _cifar_n_files("10")),
-        notes=_cifar_n_notes("10")),
+        notes=_cifar_n_notes("10"), mean=_CIFAR10_MEAN, std=_CIFAR10_STD),
     "cifar100_n": DatasetInfo(
         name="cifar100_n", num_classes=100, image_shape=(32, 32, 3),
         tfds_name="cifar100_n", class_names=CIFAR100_CLASSES,
         manual_files=_cifar_n_files("100"),
         manual_only=tuple(f for f, _ in _cifar_n_files("100")),
-        notes=_cifar_n_notes("100")),
+        notes=_cifar_n_notes("100"), mean=_CIFAR100_MEAN, std=_CIFAR100_STD),
     "gmm2d": DatasetInfo(
         name="gmm2d", num_classes=4, image_shape=(2,), tfds_name=None,
         class_names=("0", "1", "2", "3"),
-        notes="Synthetic (sgn_jax.data.gmm); the class count is configurable."),
+        notes="Synthetic (sgn_jax.data.gmm); the class count is configurable.",
+        mean=(0.0, 0.0), std=(1.0, 1.0)),
 }
 
 

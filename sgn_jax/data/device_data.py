@@ -17,6 +17,7 @@ then draws its batch inside the jitted train step:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -44,14 +45,18 @@ def put_table(array: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def gather_rows(table: jax.Array, indices: jax.Array, mesh: Mesh) -> jax.Array:
+def gather_rows(table: jax.Array, indices: jax.Array, mesh: Mesh | None) -> jax.Array:
   """table[indices] for a row-sharded table; the result is sharded over the batch.
 
   `indices` (B,) is the same on every device (B divisible by the data-axis
   size). Each device gathers the rows it owns (zeros elsewhere) and
   `psum_scatter` sums exactly one non-zero contribution per row and scatters
-  the batch, so the result equals a plain gather bit for bit.
+  the batch, so the result equals a plain gather bit for bit. Without a mesh,
+  a plain gather.
   """
+  if mesh is None:
+    return table[indices]
+
   def local(table_shard, idx):
     rows_per_shard = table_shard.shape[0]
     local_idx = idx - jax.lax.axis_index(DATA_AXIS) * rows_per_shard
@@ -66,14 +71,18 @@ def gather_rows(table: jax.Array, indices: jax.Array, mesh: Mesh) -> jax.Array:
   )(table, indices)
 
 
-def scatter_rows(table: jax.Array, indices: jax.Array, rows: jax.Array, mesh: Mesh) -> jax.Array:
+def scatter_rows(table: jax.Array, indices: jax.Array, rows: jax.Array,
+                 mesh: Mesh | None) -> jax.Array:
   """table.at[indices].set(rows) for a row-sharded table (per-example state).
 
   `indices` (B,) is the same on every device; `rows` (B, ...) is sharded over
   the batch. The rows are all-gathered (B rows, never the table) and each
   device writes those it owns. Indices must be distinct (one batch of an
-  epoch's permutation is).
+  epoch's permutation is). Without a mesh, a plain scatter.
   """
+  if mesh is None:
+    return table.at[indices].set(rows.astype(table.dtype))
+
   def local(table_shard, idx, rows_shard):
     rows_per_shard = table_shard.shape[0]
     all_rows = jax.lax.all_gather(rows_shard, DATA_AXIS, axis=0, tiled=True)
@@ -97,6 +106,32 @@ def batch_indices(permutation: jax.Array, step, steps_per_epoch: int, batch_size
   """Rows of global step `step`: slice `step % steps_per_epoch` of the permutation."""
   start = (step % steps_per_epoch) * batch_size
   return jax.lax.dynamic_slice_in_dim(permutation, start, batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchDrawer:
+  """`draw(inputs, step, key) -> batch`: the batch of a global step, inside the step.
+
+  `inputs` are the device tables of `sgn_jax.train_data.InMemoryData.train_inputs`
+  ("train_images", "train_labels" row-sharded, "permutation" of the epoch); the
+  batch is {"image", "label", "index"}: rows `batch_indices(permutation, step)`
+  gathered from the row shards (`gather_rows`), images randomly cropped
+  (`crop_padding`) and flipped (`flip`) per example with `key` (NHWC only).
+  Pass it to `sgn_jax.training.loop.jit_step` beside a train step.
+  """
+  batch_size: int
+  steps_per_epoch: int
+  mesh: Mesh | None = None
+  crop_padding: int = 0
+  flip: bool = False
+
+  def __call__(self, inputs, step, key) -> dict[str, jax.Array]:
+    idx = batch_indices(inputs["permutation"], step, self.steps_per_epoch, self.batch_size)
+    images = gather_rows(inputs["train_images"], idx, self.mesh)
+    if images.ndim == 4:
+      images = random_crop_flip(images, key, crop_padding=self.crop_padding, flip=self.flip)
+    return {"image": images, "label": gather_rows(inputs["train_labels"], idx, self.mesh),
+            "index": idx}
 
 
 def eval_indices(start, batch_size: int, num_examples: int):

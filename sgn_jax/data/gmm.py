@@ -157,9 +157,10 @@ class GaussianMixture2D:
     return jnp.sum(w[..., None] * scores, axis=-2)
 
 
-def mixture_from_config(gmm_config) -> GaussianMixture2D:
-  """The mixture of a `dataset.gmm` config section (its num_classes, std, radius)."""
-  return GaussianMixture2D(**{k: v for k, v in dict(gmm_config).items()
+def mixture_from_fields(fields) -> GaussianMixture2D:
+  """The mixture of a `dataset.gmm` mapping (its num_classes, std, radius; the sizes
+  num_train / num_test are ignored)."""
+  return GaussianMixture2D(**{k: v for k, v in dict(fields).items()
                               if k in ("num_classes", "std", "radius")})
 
 

@@ -1,7 +1,7 @@
-"""`load_dataset(cfg)`: one entry point from a config to an InMemoryDataset.
+"""`load_dataset(spec)`: one entry point from a dataset description to an InMemoryDataset.
 
-Config fields (an `ml_collections.ConfigDict`, or any object with these
-attributes; missing ones take the defaults shown):
+The description is a `DatasetSpec` (or any object or mapping with these
+fields; missing ones take the defaults shown):
 
     name         "mnist" | "fashion_mnist" | "cifar10" | "cifar100" |
                  "cifar10_n" | "cifar100_n" | "gmm2d"
@@ -17,7 +17,7 @@ attributes; missing ones take the defaults shown):
                  manual_dir
     train_subset first n train rows only; 0 = all            (0)
     gmm          sub-config for source "gmm": num_classes, num_train,
-                 num_test, std, radius; the seed is `cfg.seed` (default 0)
+                 num_test, std, radius; the seed is `spec.seed` (default 0)
 
 Everything is validated before anything is loaded. The noise model is not a
 data-loading concern: these fields have no noise rate, and the noisy labels
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -50,19 +50,53 @@ _CIFAR_N_OK = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
 _GMM_FIELDS = ("num_classes", "num_train", "num_test", "std", "radius")
 
 
-def _get(cfg: Any, field: str, default: Any = None) -> Any:
-  if cfg is None:
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Which dataset to load and from where (the fields of the module doc).
+
+  The streamed datasets (Clothing1M, mini-WebVision, `sgn_jax.train_data.StreamingData`)
+  also use `from_files` (read the JPEGs of manual_dir), `samples_per_class` (a
+  class-balanced subset per epoch, 0: all), `crop_size` and `resize` (0: the
+  authors' sizes). `DatasetSpec.from_mapping(d)` takes the known keys of a mapping.
+  """
+  name: str
+  source: str = "tfds"
+  data_dir: str | None = None
+  manual_dir: str | None = None
+  download: bool = False
+  path: str | None = None
+  cifar_n_dir: str | None = None
+  train_subset: int = 0
+  seed: int = 0
+  gmm: Mapping[str, Any] | None = None
+  from_files: bool = False
+  samples_per_class: int = 0
+  crop_size: int = 0
+  resize: int = 0
+
+  @classmethod
+  def from_mapping(cls, fields: Mapping[str, Any]) -> "DatasetSpec":
+    """The spec of the keys of `fields` that are spec fields (others are ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kept = {k: v for k, v in dict(fields).items() if k in names}
+    if kept.get("gmm") is not None:
+      kept["gmm"] = dict(kept["gmm"])
+    return cls(**kept)
+
+
+def _get(spec: Any, field: str, default: Any = None) -> Any:
+  if spec is None:
     return default
-  if hasattr(cfg, "get") and callable(cfg.get):
+  if hasattr(spec, "get") and callable(spec.get):
     try:
-      return cfg.get(field, default)
+      return spec.get(field, default)
     except TypeError:
       pass
-  return getattr(cfg, field, default)
+  return getattr(spec, field, default)
 
 
-def _gmm_kwargs(cfg: Any) -> dict[str, Any]:
-  sub = _get(cfg, "gmm")
+def _gmm_kwargs(spec: Any) -> dict[str, Any]:
+  sub = _get(spec, "gmm")
   kwargs = {}
   for field in _GMM_FIELDS:
     value = _get(sub, field)
@@ -71,17 +105,17 @@ def _gmm_kwargs(cfg: Any) -> dict[str, Any]:
   return kwargs
 
 
-def check_dataset_config(cfg: Any) -> dict[str, Any]:
+def check_dataset_spec(spec: Any) -> dict[str, Any]:
   """Checks a dataset config without loading anything; returns its normalised fields.
 
   Raises ValueError naming the offending field, its value and what is allowed,
   and DataNotFoundError for paths that do not exist.
   """
-  name = _get(cfg, "name")
+  name = _get(spec, "name")
   if name not in dataset_lib.DATASETS:
     raise ValueError(f"dataset.name={name!r} is unknown; allowed: "
                      f"{', '.join(dataset_lib.DATASETS)}.")
-  source = _get(cfg, "source", "tfds") or "tfds"
+  source = _get(spec, "source", "tfds") or "tfds"
   if source not in SOURCES:
     raise ValueError(f"dataset.source={source!r} is unknown; allowed: "
                      f"{', '.join(SOURCES)}.")
@@ -92,18 +126,18 @@ def check_dataset_config(cfg: Any) -> dict[str, Any]:
         f"source {source!r} serves {', '.join(_SOURCE_DATASETS[source])}; "
         f"{name!r} comes from source {' or '.join(map(repr, providers))}.")
 
-  train_subset = _get(cfg, "train_subset", 0) or 0
+  train_subset = _get(spec, "train_subset", 0) or 0
   if (isinstance(train_subset, bool) or not isinstance(
       train_subset, (int, np.integer)) or train_subset < 0):
     raise ValueError(f"dataset.train_subset={train_subset!r} must be an int "
                      ">= 0 (0 = all train rows).")
 
   fields = dict(name=name, source=source, train_subset=int(train_subset),
-                data_dir=_get(cfg, "data_dir"),
-                manual_dir=_get(cfg, "manual_dir"),
-                download=bool(_get(cfg, "download", False)),
-                path=_get(cfg, "path"), cifar_n_dir=_get(cfg, "cifar_n_dir"),
-                seed=_get(cfg, "seed", 0) or 0)
+                data_dir=_get(spec, "data_dir"),
+                manual_dir=_get(spec, "manual_dir"),
+                download=bool(_get(spec, "download", False)),
+                path=_get(spec, "path"), cifar_n_dir=_get(spec, "cifar_n_dir"),
+                seed=_get(spec, "seed", 0) or 0)
 
   cifar_n_dir = fields["cifar_n_dir"]
   if cifar_n_dir:
@@ -141,7 +175,7 @@ def check_dataset_config(cfg: Any) -> dict[str, Any]:
       raise DataNotFoundError(
           f"dataset.manual_dir={fields['manual_dir']!r} is not a folder.")
   if source == "gmm":
-    kwargs = _gmm_kwargs(cfg)
+    kwargs = _gmm_kwargs(spec)
     try:
       gmm_lib.GaussianMixture2D(
           **{k: v for k, v in kwargs.items() if k in ("num_classes", "std",
@@ -161,11 +195,11 @@ def check_dataset_config(cfg: Any) -> dict[str, Any]:
   return fields
 
 
-def load_dataset(cfg: Any) -> InMemoryDataset:
+def load_dataset(spec: Any) -> InMemoryDataset:
   """Loads the dataset a config describes (see the module doc for fields).
 
   Args:
-    cfg: ConfigDict or object with the dataset fields.
+    spec: ConfigDict or object with the dataset fields.
 
   Returns:
     The dataset in host memory, with CIFAR-N label sets when configured, cut
@@ -177,7 +211,7 @@ def load_dataset(cfg: Any) -> InMemoryDataset:
     DataNotFoundError: a configured path is missing, or the data is not
       prepared (with instructions).
   """
-  f = check_dataset_config(cfg)
+  f = check_dataset_spec(spec)
   name, source = f["name"], f["source"]
   if source == "gmm":
     ds = gmm_lib.load_gmm(seed=int(f["seed"]), **f["gmm"])

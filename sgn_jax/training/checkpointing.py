@@ -100,3 +100,24 @@ class Checkpointer:
     if self._previous_handler is not None:
       signal.signal(signal.SIGTERM, self._previous_handler)
       self._previous_handler = None
+
+
+def restore_tree(directory: str, step: int, mesh=None) -> dict:
+  """The checkpoint of `step` in `directory` as saved, a dict of arrays, without a
+  template: shapes and dtypes from the checkpoint's metadata, every array
+  replicated on `mesh` (default: the first local device)."""
+  if mesh is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  else:
+    from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    sharding = mesh_lib.replicated(mesh)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory) if "://" not in directory else directory,
+      item_handlers=ocp.StandardCheckpointHandler())
+  try:
+    metadata = manager.item_metadata(step)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          metadata)
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  finally:
+    manager.close()

@@ -37,3 +37,12 @@ def edm_ema_decay(nimg, batch_size, halflife_kimg, rampup_ratio=0.05):
   if rampup_ratio is not None:
     halflife_nimg = jnp.minimum(halflife_nimg, jnp.asarray(nimg, jnp.float32) * rampup_ratio)
   return 0.5 ** (batch_size / jnp.maximum(halflife_nimg, 1e-8))
+
+
+def edm_schedule(batch_size: int, halflife_kimg: float, rampup_ratio: float | None = 0.05):
+  """`step -> decay` of EDM's half-life with ramp-up (`edm_ema_decay`), where the
+  update of step s follows nimg = (s + 1) * batch_size images."""
+  def decay(step):
+    nimg = (jnp.asarray(step, jnp.float32) + 1.0) * batch_size
+    return edm_ema_decay(nimg, batch_size, halflife_kimg, rampup_ratio)
+  return decay

@@ -161,6 +161,18 @@ def flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, floa
   return flat
 
 
+def flatten_scalars(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """The scalar leaves of a nested dict (e.g. a config) as flat `a.b.c -> value`
+  (hyper-parameters for `write_hparams`); other leaves are left out."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(flatten_scalars(value, f"{prefix}{key}."))
+    elif isinstance(value, (int, float, bool, str)):
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
 def write_metrics_json(path: str, metrics: Mapping[str, Any]) -> None:
   """Writes flat `name -> number` metrics as JSON (process 0 only); NaN/Inf become null."""
   if jax.process_index() != 0:

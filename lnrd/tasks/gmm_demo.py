@@ -1,10 +1,10 @@
-r"""DSM vs TDSM on a noisily labelled 2-D Gaussian mixture (`task="gmm_demo"`, the quick start).
+r"""`task="gmm_demo"`: DSM vs TDSM on a noisily labelled 2-D Gaussian mixture (the quick start).
 
     python main.py --config=configs/gmm2d.py --workdir=/tmp/gmm2d
 
 Runs the whole TDSM chain on the synthetic mixture of `configs/gmm2d.py` (4
 classes, 40% symmetric label noise by default), each stage with the library's
-own trainers and its own sub-workdir:
+own task and its own sub-workdir:
 
   classifier/   the time-dependent noisy-label classifier (forward-corrected, known T)
   dsm/          class-conditional DSM on the noisy labels
@@ -29,31 +29,35 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lnrd import diffusion as diffusion_lib
-from lnrd import noisy_classifier
 from lnrd import plots
-from lnrd import train_loop
+from lnrd import runs as lnrd_runs
 from lnrd import weights as weights_lib
 from lnrd.metrics import sliced_wasserstein
-from sgn_jax import train_data
+from lnrd.tasks import common as lnrd_common
+from lnrd.tasks import diffusion as diffusion_task
+from lnrd.tasks import noisy_classifier as classifier_task
+from sgn_jax import runs
 from sgn_jax.data import gmm as gmm_lib
+from sgn_jax.tasks import common
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       devices=None) -> dict[str, Any]:
   """Classifier, DSM, TDSM (and oracle TDSM) on the mixture; SW_2 per class; figures."""
   if config.dataset.name != "gmm2d":
     raise ValueError(f"task=gmm_demo runs on dataset gmm2d, not {config.dataset.name!r}")
   start = time.time()
   mesh = mesh_lib.create_mesh(devices)
-  mixture = gmm_lib.mixture_from_config(config.dataset.gmm)
+  runs.start_run(workdir, config.to_dict(), dict(task="gmm_demo"))
+  mixture = gmm_lib.mixture_from_fields(config.dataset.gmm.to_dict())
   num_classes = config.num_classes
   paths = {name: os.path.join(workdir, name)
            for name in ("classifier", "dsm", "tdsm", "tdsm_exact")}
 
-  cls_config = train_loop.with_overrides(config, task="noisy_classifier")
-  cls_metrics = noisy_classifier.train_and_evaluate(cls_config, paths["classifier"], devices)
+  cls_config = common.with_overrides(config, task="noisy_classifier")
+  cls_metrics = classifier_task.train_and_evaluate(cls_config, paths["classifier"], devices)
   stages = [("dsm", dict(method="dsm")),
             ("tdsm", dict(method="tdsm", **{"tdsm.weight_source": "classifier",
                                             "tdsm.classifier_dir": paths["classifier"]}))]
@@ -67,10 +71,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   results: dict[str, Any] = {"classifier": cls_metrics}
   samples_by_stage = {}
   for name, changes in stages:
-    stage_config = train_loop.with_overrides(config, task="diffusion", **changes)
-    train_metrics = diffusion_lib.train_and_evaluate(stage_config, paths[name], devices)
-    diffusion, params, _ = diffusion_lib.restore_ema_params(stage_config, paths[name], mesh)
-    samples = diffusion.sample(params, labels, sample_key, config.sample)
+    stage_config = common.with_overrides(config, task="diffusion", **changes)
+    train_metrics = diffusion_task.train_and_evaluate(stage_config, paths[name], devices)
+    model = lnrd_runs.load_diffusion(paths[name], mesh=mesh)
+    samples = model.sample(labels, sample_key, mesh, lnrd_common.sampler_settings(config))
     samples_by_stage[name] = samples
     sw = sliced_wasserstein.classwise_sliced_wasserstein(
         samples, labels, reference, reference_labels, num_classes)
@@ -79,7 +83,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     logging.info("%s: mean per-class SW_2 to the clean classes %.4f", name, sw["mean"])
 
   # What DSM is fitting: the noisy-label class distributions of the training set.
-  data = train_data.prepare_splits(config)
+  data = common.prepare_splits(config)
   noisy_sw = sliced_wasserstein.classwise_sliced_wasserstein(
       data.train_images, data.train_labels, reference, reference_labels, num_classes)
   results["noisy_training_data"] = {"sw_per_class": noisy_sw, "sw_mean": noisy_sw["mean"]}
@@ -99,7 +103,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
 def _figures(config, workdir, mixture, data, samples_by_stage, labels, paths) -> None:
   transition = data.transition
   consts = weights_lib.transition_constants(transition)
-  classifier = noisy_classifier.load_export(paths["classifier"])
+  classifier = lnrd_runs.load_classifier(paths["classifier"])
 
   def exact(x, sigma, noisy):
     return mixture.clean_given_noisy_posterior(x, noisy, transition, sigma)

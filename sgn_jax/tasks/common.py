@@ -1,0 +1,67 @@
+"""What every task converts from its config the same way: data, noise, loop settings."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from sgn_jax import noise
+from sgn_jax.data import loading
+from sgn_jax.training import loop
+
+
+def dataset_spec(config: ml_collections.ConfigDict) -> loading.DatasetSpec:
+  """`config.dataset` as a `DatasetSpec`."""
+  return loading.DatasetSpec.from_mapping(config.dataset.to_dict())
+
+
+def noise_spec(config: ml_collections.ConfigDict) -> noise.NoiseSpec:
+  """`config.noise` as a `NoiseSpec` (ValueError naming the bad noise.* value)."""
+  n = config.noise
+  return noise.NoiseSpec(kind=n.kind, rate=float(n.rate), convention=n.convention,
+                         label_set=n.get("label_set", "") or "",
+                         labels_file=n.get("labels_file", "") or "")
+
+
+def check_data_and_noise(config: ml_collections.ConfigDict) -> None:
+  """The dataset and label-noise keys of a config, checked before anything loads."""
+  loading.check_dataset_spec(dataset_spec(config))
+  noise_spec(config)
+
+
+def loop_settings(section: ml_collections.ConfigDict,
+                  root: ml_collections.ConfigDict | None = None) -> loop.LoopSettings:
+  """`LoopSettings` from the log/checkpoint intervals of `section` (a config or its
+  classifier section); keep_checkpoints and stop_after_steps from `root` when given."""
+  root = section if root is None else root
+  return loop.LoopSettings(
+      log_every_steps=int(section.log_every_steps),
+      checkpoint_every_steps=int(section.checkpoint_every_steps),
+      keep_checkpoints=int(root.keep_checkpoints),
+      stop_after_steps=int(root.stop_after_steps))
+
+
+def kimg_steps(kimg: float, batch_size: int) -> int:
+  """Steps of `kimg` thousand images at `batch_size` per step (at least 1)."""
+  return max(1, int(round(kimg * 1000 / batch_size)))
+
+
+def with_overrides(config: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
+  """A copy of `config` with `a.b.c=value` overrides given as keyword `**{"a.b.c": value}`
+  (a task running another stage with its own values, e.g. the pipeline)."""
+  copy = ml_collections.ConfigDict(config.to_dict())
+  for key, value in dotted.items():
+    node = copy
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return copy
+
+
+def prepare_splits(config: ml_collections.ConfigDict):
+  """`sgn_jax.train_data.prepare_splits` of the dataset, noise and seed of `config`."""
+  from sgn_jax import train_data  # pylint: disable=g-import-not-at-top
+  return train_data.prepare_splits(
+      dataset_spec(config), noise_spec(config), seed=int(config.seed),
+      val_fraction=float(config.dataset.get("val_fraction", 0.0)),
+      num_classes=int(config.num_classes))
