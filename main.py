@@ -16,6 +16,9 @@ the task named by `config.task`:
 The task validates the config, then writes WORKDIR/config.json and run.json
 (`sgn_jax.runs`), its checkpoints, TensorBoard summaries and, at the end,
 WORKDIR/metrics.json. Override single values with `--config.key=value`.
+Errors the user caused (a config value, the data, the workdir, a run that does
+not match) are printed as `error: <message>` without a traceback, exit status 2
+(`sgn_jax.tasks.cli`).
 """
 
 import logging as logging_std
@@ -25,6 +28,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from sgn_jax.tasks import cli
 from sgn_jax.training import distributed
 
 FLAGS = flags.FLAGS
@@ -50,7 +54,8 @@ TASKS = {
 def _train_and_evaluate(task: str):
   """The `train_and_evaluate(config, workdir)` of `task` (imported lazily)."""
   if task not in TASKS:
-    raise ValueError(f"config.task={task!r} is not known; allowed: {list(TASKS)}")
+    cli.fail(f"config.task={task!r} is not known; allowed: {list(TASKS)} (choose the task "
+             "with the config argument, e.g. --config=configs/mnist_sym.py:task=diffusion)")
   import importlib  # pylint: disable=g-import-not-at-top
   return importlib.import_module(TASKS[task]).train_and_evaluate
 
@@ -69,11 +74,11 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   distributed.maybe_initialize()
   distributed.log_topology()
-  config = FLAGS.config
+  config = cli.load_config(FLAGS)
   train_and_evaluate = _train_and_evaluate(config.task)
   logging.info("config:\n%s", config)
-  train_and_evaluate(config, FLAGS.workdir)
+  cli.run_user_errors(train_and_evaluate, config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

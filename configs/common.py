@@ -72,6 +72,16 @@ Config reference (classification task, `task="classify"`):
   eval_batch_size      global evaluation batch size.
   eval_every_epochs    evaluate the net and its EMA every so many epochs and at the end.
   log_every_steps, checkpoint_every_steps, keep_checkpoints, stop_after_steps.
+  allow_changes        rerunning in a workdir that holds a run resumes it only if the
+                       keys that define the run are unchanged; the keys that may
+                       change are the durations (num_epochs, duration_kimg,
+                       classifier.duration_kimg), intervals, logging, evaluation
+                       sizes, stop_after_steps and the data locations (dataset.path,
+                       data_dir, manual_dir, cifar_n_dir, download: the training
+                       labels' checksum must still match). Anything else is refused
+                       with the list of differing keys, unless named here
+                       (comma-separated dotted keys, e.g. "optim.learning_rate"); the
+                       changes allowed are recorded in WORKDIR/run.json.
   model.batch_norm     (cnn) BatchNorm after each layer; on for (Fashion-)MNIST.
   model.dtype          compute dtype of the network (e.g. bfloat16); params stay float32.
 
@@ -130,6 +140,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 
 import ml_collections
 
@@ -162,8 +173,10 @@ def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections
           f"allowed keys: {sorted(defaults)}")
     key, value = (s.strip() for s in item.split("=", 1))
     if key not in defaults and not lazy:
+      near = difflib.get_close_matches(key, list(defaults), n=2, cutoff=0.6)
       raise ValueError(
-          f"unknown config argument {key!r}; allowed keys: {sorted(defaults)}")
+          f"unknown config argument {key!r}; allowed keys: {sorted(defaults)}"
+          + (f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""))
     result[key] = _convert(key, value, defaults.get(key))
   return result
 
@@ -212,7 +225,10 @@ def method_args(method: str, per_method: dict | None = None) -> ml_collections.C
   """
   from sgn_jax import methods  # pylint: disable=g-import-not-at-top
   if method not in methods.METHODS:
-    raise ValueError(f"method={method!r} is not known; allowed: {sorted(methods.METHODS)}")
+    raise ValueError(f"method={method!r} is not known; classification methods: "
+                     f"{sorted(methods.METHODS)}, diffusion methods: {list(DIFFUSION_METHODS)}; "
+                     "choose one with the config argument, e.g. "
+                     "--config=configs/mnist_sym.py:method=sgn")
   args = dict(methods.METHODS[method].defaults)
   args.update((per_method or {}).get(method, {}))
   return ml_collections.ConfigDict(args)
@@ -239,6 +255,7 @@ CLASSIFY_LOOP = dict(
     checkpoint_every_steps=2000,
     keep_checkpoints=3,
     stop_after_steps=0,  # >0: save and stop this run after so many steps.
+    allow_changes="",  # resume although these keys changed (comma-separated; see above)
 )
 # dataset.gmm, the synthetic 2-D mixture (read only for gmm2d; a cell's `gmm` replaces it).
 GMM = dict(num_classes=4, num_train=20_000, num_test=4_000)
@@ -365,7 +382,7 @@ EDM_AUGMENT = dict(xflip=1e8, yflip=1.0, scale=1.0, rotate_frac=1.0, aniso=1.0,
 ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8)
 # The diffusion loop's bookkeeping, the same for every cell unless `diffusion` sets it.
 DIFFUSION_LOOP = dict(log_every_steps=100, checkpoint_every_steps=5_000, keep_checkpoints=3,
-                      stop_after_steps=0)
+                      stop_after_steps=0, allow_changes="")
 CLASSIFIER_LOOP = dict(log_every_steps=100, checkpoint_every_steps=5_000)
 
 

@@ -90,16 +90,19 @@ def check_classifier_export(path: str | None, what: str = "tdsm.classifier_dir")
 def export_classifier(workdir: str, *, arch: str, kwargs: dict, variables, transition,
                       learned: bool, noisy_target: bool, input_shape, precond: dict,
                       step: int, facts: dict | None = None) -> str:
-  """Writes WORKDIR/time_classifier/{variables.msgpack, meta.json} (process 0)."""
+  """Writes WORKDIR/time_classifier/{variables.msgpack, meta.json} (process 0); `facts`
+  (the run record's data facts: dataset, noise, seed, labels checksum, shapes) go into
+  meta.json too, for `check_classifier_fits`."""
   folder = os.path.join(workdir, EXPORT_DIR)
   if jax.process_index() == 0:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "variables.msgpack"), "wb") as f:
       f.write(flax.serialization.to_bytes(jax.device_get(variables)))
-    meta = dict(arch=arch, num_classes=int(np.shape(transition)[0]), kwargs=dict(kwargs),
-                transition=np.asarray(transition, np.float64).tolist(), learned=bool(learned),
-                noisy_target=bool(noisy_target), input_shape=[int(d) for d in input_shape],
-                precond=dict(precond), step=int(step), **(facts or {}))
+    meta = {**(facts or {}), **dict(
+        arch=arch, num_classes=int(np.shape(transition)[0]), kwargs=dict(kwargs),
+        transition=np.asarray(transition, np.float64).tolist(), learned=bool(learned),
+        noisy_target=bool(noisy_target), input_shape=[int(d) for d in input_shape],
+        precond=dict(precond), step=int(step))}
     with open(os.path.join(folder, "meta.json"), "w") as f:
       json.dump(meta, f, indent=2)
   return folder
@@ -121,6 +124,48 @@ def load_classifier(path: str, what: str = "tdsm.classifier_dir") -> ExportedCla
   return ExportedClassifier(meta["arch"], module, jax.tree.map(jnp.asarray, variables),
                             np.asarray(meta["transition"]), meta["learned"],
                             meta["noisy_target"], tuple(meta["input_shape"]), meta)
+
+
+def _noise_text(facts: dict) -> str:
+  noise, dataset = facts.get("noise") or {}, facts.get("dataset") or {}
+  text = (f"{dataset.get('name', '?')} with {noise.get('kind', '?')} noise at rate "
+          f"{noise.get('rate', '?')} ({noise.get('convention', '?')} convention), seed "
+          f"{facts.get('seed', '?')}")
+  if noise.get("labels_file"):
+    text += f", labels from {noise['labels_file']}"
+  return text
+
+
+def check_classifier_fits(classifier: ExportedClassifier, facts: dict, path: str,
+                          what: str = "tdsm.classifier_dir") -> None:
+  """RunError unless the exported classifier was trained for this run: the same
+  classes, input shape (padding included), training labels (dataset, noise, rate,
+  seed: their checksum) and, for a known-T classifier, the same transition matrix.
+  `facts`: the run record's data facts (`lnrd.tasks.common.data_record`)."""
+  meta = classifier.meta
+  problems = []
+  if classifier.num_classes != int(facts["num_classes"]):
+    problems.append(f"it has {classifier.num_classes} classes, this run {facts['num_classes']}")
+  if tuple(classifier.input_shape) != tuple(facts["input_shape"]):
+    problems.append(f"its input shape is {tuple(classifier.input_shape)}, this run's "
+                    f"{tuple(facts['input_shape'])} (pad_to={facts.get('pad_to', 0)})")
+  if "labels_checksum" not in meta:
+    problems.append("its export does not record the data it was trained on (written by an "
+                    "older version)")
+  elif meta["labels_checksum"] != facts["labels_checksum"]:
+    problems.append(f"it was trained on other labels: {_noise_text(meta)}; this run trains on "
+                    f"{_noise_text(facts)}")
+  transition = facts.get("transition")
+  if (not problems and not classifier.learned and not classifier.noisy_target
+      and transition is not None):
+    gap = float(np.max(np.abs(np.asarray(classifier.transition) - np.asarray(transition))))
+    if gap > 1e-5:
+      problems.append(f"its transition matrix differs from this run's (max |dT| = {gap:.3g})")
+  if problems:
+    raise RunError(
+        f"{what}={path!r} does not fit this run: " + "; ".join(problems)
+        + ". Train the classifier on this run's data and noise (the same config with "
+        ":task=noisy_classifier) and pass its workdir")
 
 
 # ---- a diffusion run -------------------------------------------------------------

@@ -43,6 +43,7 @@ import optax
 from absl import logging
 
 from sgn_jax import baselines
+from sgn_jax import errors
 from sgn_jax import losses
 from sgn_jax import methods as methods_lib
 from sgn_jax import models
@@ -385,27 +386,32 @@ def normalizer(mean, std) -> Callable:
 
 
 def train(settings: Settings, workdir: str, devices=None,
-          config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          config: Mapping[str, Any] | None = None,
+          allowed_changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Trains a classifier on noisy labels as `settings` say; returns the final metrics.
 
   Resumes from the latest checkpoint in WORKDIR/checkpoints when there is one.
   `devices` (default: all) are the devices of the data-parallel mesh; `config`
-  (a plain dict) is written to WORKDIR/config.json beside the run record.
+  (a plain dict) is written to WORKDIR/config.json beside the run record, and
+  `allowed_changes` (from `sgn_jax.runs.check_resume`) into its resume history.
+  Problems with the data (missing, malformed, labels that differ from a resumed
+  run's) are `sgn_jax.errors.UserError`s raised before any compute.
   Every `eval_every_epochs` the net and its EMA are evaluated on the clean test
   set (and the noisy validation split when there is one); metrics.json holds the
   last evaluation, `final/test_accuracy` (the EMA net's for SGN with EMA
   prediction, else the net's), the last train metrics and the run's progress.
   """
   s = settings
-  mesh = mesh_lib.create_mesh(devices)
-  mesh_lib.check_divisible(s.batch_size, mesh, "batch_size")
-  mesh_lib.check_divisible(s.eval_batch_size, mesh, "eval_batch_size")
-  method = s.get_method()
-  data = train_data.create(s.dataset, s.noise, mesh, batch_size=s.batch_size,
-                           eval_batch_size=s.eval_batch_size, seed=s.seed,
-                           val_fraction=s.val_fraction, num_classes=s.num_classes)
-  runs.start_run(workdir, config if config is not None else dataclasses.asdict(s),
-                 s.record(data))
+  with errors.user_input():
+    mesh = mesh_lib.create_mesh(devices)
+    mesh_lib.check_divisible(s.batch_size, mesh, "batch_size")
+    mesh_lib.check_divisible(s.eval_batch_size, mesh, "eval_batch_size")
+    method = s.get_method()
+    data = train_data.create(s.dataset, s.noise, mesh, batch_size=s.batch_size,
+                             eval_batch_size=s.eval_batch_size, seed=s.seed,
+                             val_fraction=s.val_fraction, num_classes=s.num_classes)
+    runs.start_run(workdir, config if config is not None else dataclasses.asdict(s),
+                   s.record(data), allowed_changes)
   steps_per_epoch = data.steps_per_epoch
   total_steps = s.num_epochs * steps_per_epoch
   logging.info("%s; %d steps/epoch, %d steps", data.describe(), steps_per_epoch, total_steps)

@@ -94,6 +94,7 @@ def moment_transition(given, predicted, noise_transition, floor: float = 1e-3) -
   T = noise.check_transition(noise_transition)
   c = T.shape[0]
   noise.check_invertible(T, "the noise transition matrix")
+  noise.check_informative(T, "the noise transition matrix")
   observed = noise.empirical_transition(predicted, given, c)  # [j, k] = p(y~ = k | y^ = j)
   reverse = np.clip(observed @ np.linalg.inv(T), 0.0, None)
   reverse /= np.maximum(reverse.sum(axis=1, keepdims=True), 1e-12)

@@ -269,6 +269,29 @@ def check_invertible(T, what="transition matrix", max_condition=1e8) -> None:
 # Transition matrices.
 # --------------------------------------------------------------------------
 
+def uninformative_labels(T) -> list[int]:
+    """Noisy labels j whose clean class is not most likely j: T[i, j] >= T[j, j] for some
+    i != j (columns of the row-stochastic T, under a uniform clean prior). Such noise
+    leaves the labels without information about their class, e.g. symmetric noise
+    (TDSM convention) at rate >= (C - 1) / C."""
+    T = np.asarray(T, np.float64)
+    off = T - np.diag(np.full(T.shape[0], np.inf))
+    return [int(j) for j in range(T.shape[0]) if off[:, j].max() >= T[j, j]]
+
+
+def check_informative(T, what="the noise's transition matrix T") -> None:
+    """ValueError when `uninformative_labels(T)` is not empty (a method that inverts T
+    needs labels that carry information)."""
+    bad = uninformative_labels(T)
+    if bad:
+        c = np.shape(T)[0]
+        raise SingularTransitionError(
+            f"{what} leaves the labels without information: for noisy label(s) {bad[:5]} "
+            "another clean class is at least as likely as the label's own (T[i, j] >= "
+            f"T[j, j]); symmetric noise does this at rate >= (C-1)/C = {(c - 1) / c:.4g}. "
+            "Lower noise.rate")
+
+
 def symmetric_transition(num_classes, rate, include_true_class) -> np.ndarray:
     """Symmetric (class-independent) noise transition, float64 ``C × C``.
 

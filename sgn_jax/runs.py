@@ -38,6 +38,7 @@ from absl import logging
 from etils import epath
 
 import sgn_jax
+from sgn_jax import errors
 
 CONFIG_FILE = "config.json"
 RECORD_FILE = "run.json"
@@ -45,7 +46,7 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class RunError(ValueError):
+class RunError(errors.UserError, ValueError):
   """A run folder is unfinished, of the wrong task, or does not match."""
 
 
@@ -70,21 +71,161 @@ def _jsonable(value):
   return value
 
 
-def start_run(workdir: str, config: Mapping[str, Any], record: Mapping[str, Any]) -> None:
-  """Writes WORKDIR/config.json and WORKDIR/run.json (process 0), after validation.
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping) and value:
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
+  """A config as it reads back from config.json (tuples -> lists, numbers as JSON has them)."""
+  return json.loads(json.dumps(_jsonable(config), default=str))
+
+
+def _matches(key: str, prefixes: Sequence[str]) -> bool:
+  return any(p == "" or key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _show(value) -> str:
+  text = json.dumps(value, default=str)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], *,
+                   compare: Sequence[str] = ("",), may_change: Sequence[str] = ()
+                   ) -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (old, new)} of the keys under `compare` (prefixes; "" = all) that
+  differ between two configs, leaving out those under `may_change`."""
+  a, b = _flatten(_normalised(old)), _flatten(_normalised(new))
+  changes = {}
+  for key in sorted(set(a) | set(b)):
+    if not _matches(key, compare) or _matches(key, may_change):
+      continue
+    if a.get(key, "<absent>") != b.get(key, "<absent>"):
+      changes[key] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
+  return changes
+
+
+def check_workdir(workdir: str, what: str = "--workdir") -> None:
+  """The workdir can be made and written to (RunError naming it otherwise)."""
+  if "://" in workdir:  # a bucket: checked by its first write
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise RunError(f"{what}={workdir!r} is a file, not a folder: choose a folder for the run")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise RunError(f"{what}={workdir!r} cannot be written: {parent} is a file, not a folder; "
+                   "choose another --workdir")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise RunError(f"{what}={workdir!r} cannot be written ({parent} is not writable): "
+                   "choose a writable folder with --workdir")
+
+
+def check_resume(workdir: str, task: str, config: Mapping[str, Any], *,
+                 compare: Sequence[str] = (), may_change: Sequence[str] = (),
+                 allow_changes: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+  """Before any compute: may `config` (a plain dict) run as `task` in `workdir`?
+
+  A workdir that holds no run is fine. One that holds a run of another task is
+  refused (RunError). One that holds a run of `task` is resumed only if the keys
+  under `compare` (prefixes) that define the run are unchanged, apart from those
+  under `may_change` (durations, intervals, logging, evaluation sizes, data
+  locations) and those the user allows explicitly (`allow_changes`, recorded in
+  run.json); otherwise RunError lists every differing key with its old and new
+  value. Returns the allowed changes.
+  """
+  check_workdir(workdir)
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  record_path = os.path.join(workdir, RECORD_FILE)
+  if not os.path.exists(config_path) and not os.path.exists(record_path):
+    return {}
+  record = _read_json(record_path) if os.path.exists(record_path) else {}
+  old_config = _read_json(config_path) if os.path.exists(config_path) else {}
+  old_task = record.get("task") or old_config.get("task")
+  if old_task != task:
+    raise RunError(f"--workdir={workdir!r} holds a task={old_task!r} run; a task={task!r} "
+                   "run would overwrite its files: use a new --workdir")
+  changes = config_changes(old_config, config, compare=compare, may_change=may_change)
+  allowed = {k: v for k, v in changes.items() if _matches(k, allow_changes)}
+  refused = {k: v for k, v in changes.items() if k not in allowed}
+  if refused:
+    lines = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in refused.items())
+    keys = ",".join(refused)
+    raise RunError(
+        f"--workdir={workdir!r} holds a {task} run made with another config, and resuming it "
+        f"would make one run of two: {lines}. Use a new --workdir, or resume with these "
+        f"changes on purpose with --config.allow_changes={keys} (recorded in run.json)")
+  return allowed
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, list) and isinstance(b, list) and a and isinstance(a[0], (list, float)):
+    try:
+      return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), atol=1e-6))
+    except ValueError:
+      return False
+  return a == b
+
+
+FACTS = ("num_classes", "input_shape", "data_shape", "transition", "labels_checksum")
+
+
+def start_run(workdir: str, config: Mapping[str, Any], record: Mapping[str, Any],
+              allowed_changes: Mapping[str, tuple[Any, Any]] | None = None) -> None:
+  """Writes WORKDIR/config.json and WORKDIR/run.json (process 0) once the task has
+  validated its config and loaded its data (after `check_resume`).
 
   `config` is the run's resolved config as a plain nested dict; `record` the
   facts of the run (task first); the library version and the time are added.
+  When resuming, the facts of the new record (classes, shapes, transition,
+  training-label checksum) must equal the old ones (RunError otherwise: the data
+  changed under the run), and the allowed config changes are appended to the
+  record's "resumed" history. Nothing is written when a check fails.
   """
+  record_path = os.path.join(workdir, RECORD_FILE)
+  full = {"task": record["task"], **dict(record), "library_version": sgn_jax.__version__,
+          "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  if os.path.exists(record_path):
+    old = _read_json(record_path)
+    new = _normalised(full)
+    for key in FACTS:
+      if key in old and key in new and not _same(old[key], new[key]):
+        what = ("the training labels (their sha256)" if key == "labels_checksum" else key)
+        raise RunError(
+            f"--workdir={workdir!r}: {what} differ from the run being resumed "
+            f"({_show(old[key])} -> {_show(new[key])}): the data or noise changed under it. "
+            "Use a new --workdir")
+    full["created"] = old.get("created", old.get("written"))
+    full["resumed"] = list(old.get("resumed", [])) + [dict(
+        time=full["written"], allowed_changes={k: list(v) for k, v in
+                                               (allowed_changes or {}).items()})]
+  else:
+    full["created"] = full["written"]
   if jax.process_index() != 0:
     return
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  full = {"task": record["task"], **dict(record), "library_version": sgn_jax.__version__,
-          "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
   (path / CONFIG_FILE).write_text(
       json.dumps(_jsonable(config), indent=2, sort_keys=True, default=str) + "\n")
   (path / RECORD_FILE).write_text(record_text(full))
+
+
+def check_not_inside(workdir: str, run_dir: str, what: str) -> None:
+  """A task that reads the run in `run_dir` must not write into it (RunError)."""
+  if not run_dir or "://" in workdir:
+    return
+  out, run = os.path.realpath(workdir), os.path.realpath(run_dir)
+  if out == run or out.startswith(run + os.sep):
+    raise RunError(f"--workdir={workdir!r} is the run it reads ({what}={run_dir!r}): its "
+                   "outputs would replace the run's files; use another --workdir")
 
 
 def record_text(record: Mapping[str, Any]) -> str:

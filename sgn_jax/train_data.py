@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from sgn_jax import noise
 from sgn_jax.data import device_data
@@ -78,6 +79,12 @@ def prepare_splits(dataset_spec: loading.DatasetSpec, noise_spec: noise.NoiseSpe
     raise ValueError(
         f"num_classes={num_classes} but dataset {dataset.name} has {dataset.num_classes}")
   noisy, transition = training_labels(noise_spec, dataset, seed)
+  if transition is not None and noise.uninformative_labels(transition):
+    logging.warning(
+        "noise.kind=%r at noise.rate=%g leaves the labels without information (another "
+        "class is at least as likely as the given one for noisy labels %s): whatever trains "
+        "on them learns little; methods that invert T refuse it", noise_spec.kind,
+        noise_spec.rate, noise.uninformative_labels(transition)[:5])
   summary = noise.noise_summary(dataset.train_labels, noisy, dataset.num_classes)
   train_rows, val_rows = loading.split_validation(len(noisy), val_fraction, seed)
   return Splits(

@@ -3,12 +3,18 @@
 For real features x_1..x_N and fake features y_1..y_M, let r_i be the distance
 from x_i to its k-th nearest real neighbour (itself excluded). Then
 
-  Density  = 1 / (k M) sum_j sum_i 1[ ||y_j - x_i|| <= r_i ],
-  Coverage = 1 / N sum_i 1[ min_j ||y_j - x_i|| <= r_i ].
+  Density  = 1 / (k M) sum_j sum_i 1[ ||y_j - x_i|| < r_i ],
+  Coverage = 1 / N sum_i 1[ min_j ||y_j - x_i|| < r_i ].
+
+A sample counts only strictly inside a ball, as in the reference `prdc` package
+the paper used: with duplicated or quantised features (ties at the radius), real
+features scored against themselves give density 1 (k of the k + 1 points within
+distance r_i of x_i, itself included, are strictly inside), not (k + 1) / k.
 
 Pairwise distances are computed in chunks of `chunk` rows against all N real
 points, so memory is O(chunk * N) instead of O(N^2) or O(M N). Comparisons are
-made on squared distances (||a||^2 + ||b||^2 - 2 a.b, clipped at zero).
+made on squared distances (||a||^2 + ||b||^2 - 2 a.b, clipped at zero); a distance
+within float32 rounding of a radius (`TIE_TOLERANCE`) counts as on the boundary.
 
 `classwise` averages any such metric over classes (CW-Density, CW-Coverage,
 CW-FID, ...).
@@ -22,6 +28,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+# Relative tolerance (of ||a||^2 + ||b||^2) under which a squared distance counts as
+# equal to a radius: float32 rounding of the expanded distance.
+TIE_TOLERANCE = 1e-5
 
 
 def _sq_dists(a: jax.Array, b: jax.Array, b_sq: jax.Array) -> jax.Array:
@@ -92,7 +103,11 @@ def density_coverage(real: jax.Array, fake: jax.Array, k: int = 5,
     count, min_d = carry
     c, v = inp
     d = _sq_dists(c, real, r_sq)                                   # (chunk, N)
-    inside = (d <= radii[None, :]) & v[:, None]
+    # Ties with the radius (duplicated or quantised features) differ only by float32
+    # rounding of ||a||^2 + ||b||^2 - 2 a.b, which depends on where a column sits in the
+    # matmul: a distance within TIE_TOLERANCE of the radius counts as on it (outside).
+    d = d + TIE_TOLERANCE * (jnp.sum(c * c, axis=1)[:, None] + r_sq[None, :])
+    inside = (d < radii[None, :]) & v[:, None]
     count = count + jnp.sum(inside, dtype=jnp.int32)
     min_d = jnp.minimum(min_d, jnp.min(jnp.where(v[:, None], d, jnp.inf), axis=0))
     return (count, min_d), None
@@ -100,7 +115,7 @@ def density_coverage(real: jax.Array, fake: jax.Array, k: int = 5,
   init = (jnp.zeros((), jnp.int32), jnp.full((n,), jnp.inf, real.dtype))
   (count, min_d), _ = jax.lax.scan(body, init, (chunks, valid))
   density = count.astype(real.dtype) / (k * m)
-  coverage = jnp.mean((min_d <= radii).astype(real.dtype))
+  coverage = jnp.mean((min_d < radii).astype(real.dtype))
   return {"density": density, "coverage": coverage}
 
 

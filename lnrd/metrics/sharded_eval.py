@@ -84,9 +84,10 @@ def _on_mesh(x: jax.Array, mesh: Mesh) -> jax.Array:
   return jax.device_put(x, mesh_lib.replicated(mesh))
 
 
-def _to_host(tree):
-  """Device pytree -> NumPy (gathering all processes' shards on multi-host runs)."""
-  if jax.process_count() > 1:
+def _to_host(tree, mesh: Mesh):
+  """Device pytree -> NumPy (gathering all processes' shards when the mesh spans
+  several processes; a mesh of this process's devices is read directly)."""
+  if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
   return jax.tree.map(np.asarray, jax.device_get(tree))
@@ -134,11 +135,11 @@ def _run(fn: Callable, arrays, batch_size: int, mesh: Mesh | None, with_mask: bo
     if sync:
       jax.block_until_ready(out)
     if pending is not None:
-      consume(_to_host(pending[0]), pending[1])
+      consume(_to_host(pending[0], mesh), pending[1])
       if progress is not None:
         progress(min(pending[1] + batch_size, n), n)
     pending = (out, start)
-  consume(_to_host(pending[0]), pending[1])
+  consume(_to_host(pending[0], mesh), pending[1])
   if progress is not None:
     progress(n, n)
   return n

@@ -34,6 +34,8 @@ from lnrd import runs as lnrd_runs
 from lnrd import sampler as sampler_lib
 from lnrd import weights as weights_lib
 from lnrd.tasks import common as lnrd_common
+from sgn_jax import errors
+from sgn_jax import noise
 from sgn_jax import runs
 from sgn_jax.data import gmm as gmm_lib
 from sgn_jax.tasks import common
@@ -44,6 +46,12 @@ from sgn_jax.training import writers
 from sgn_jax.training.train_state import num_params
 
 METHODS = diffusion_lib.METHODS
+# The config keys that define a diffusion run (and "tdsm" for TDSM), and those among
+# them that may change on a resume (beyond sgn_jax.tasks.common.MAY_CHANGE).
+DEFINES = ("method", "seed", "num_classes", "dataset", "noise", "pad_to", "conditional",
+           "precond", "network", "augment", "optim", "batch_size", "ema_halflife_kimg",
+           "ema_rampup_ratio")
+MAY_CHANGE = ("duration_kimg", "snapshot_every_kimg")
 
 
 def tdsm_settings(config: ml_collections.ConfigDict) -> diffusion_lib.TDSMSettings:
@@ -66,8 +74,7 @@ def network_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks a diffusion config before any data or compute; ValueError names the key."""
   if config.method not in METHODS:
-    raise ValueError(f"method={config.method!r} is not a diffusion method; allowed: "
-                     f"{list(METHODS)}")
+    raise common.method_choice_error(config.method, "diffusion", METHODS)
   common.check_data_and_noise(config)
   lnrd_common.preconditioning(config)
   for key in ("batch_size",):
@@ -98,16 +105,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       lnrd_runs.check_classifier_export(t.classifier_dir)
 
 
-def weight_model(config: ml_collections.ConfigDict, data) -> diffusion_lib.WeightModel:
-  """TDSM's weights: the exact mixture posteriors (gmm2d) or the trained classifier's."""
+def weight_model(config: ml_collections.ConfigDict, data,
+                 facts: dict) -> diffusion_lib.WeightModel:
+  """TDSM's weights: the exact mixture posteriors (gmm2d) or those of the trained
+  classifier, which must fit this run (`lnrd.runs.check_classifier_fits`)."""
   t = config.tdsm
   transition = lnrd_common.transition_or_identity(data)
+  if t.weight_form == "paper":  # S^-1 of the reverse transition
+    noise.check_informative(transition, "the noise's transition matrix T (tdsm.weight_form="
+                            "'paper' inverts its reverse S)")
   prior = (np.bincount(data.splits.train_clean_labels, minlength=data.num_classes)
            if t.use_clean_prior else None)
   if t.weight_source == "exact":
     mixture = gmm_lib.mixture_from_fields(config.dataset.gmm.to_dict())
     return diffusion_lib.exact_weights(mixture, transition, t.weight_form, prior)
   classifier = lnrd_runs.load_classifier(t.classifier_dir)
+  lnrd_runs.check_classifier_fits(classifier, facts, t.classifier_dir)
   logging.info("TDSM weights from the time-dependent classifier in %s (%s, T %s)",
                t.classifier_dir, classifier.arch, "learned" if classifier.learned else "known")
   try:
@@ -131,30 +144,35 @@ def write_sample_grid(sample_fn, variables, key, *, num_classes: int, input_shap
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Trains a DSM or TDSM diffusion model as `config` says; returns the final metrics."""
-  validate_config(config)
-  mesh = mesh_lib.create_mesh(devices)
-  mesh_lib.check_divisible(config.batch_size, mesh, "batch_size")
-  data = lnrd_common.in_memory_data(config, mesh, config.batch_size, config.batch_size)
-  shape = images.model_input_shape(data.input_shape, config.get("pad_to", 0))
-  augment = lnrd_common.augment_pipe(config, shape)
-  spec = diffusion_lib.network_spec(
-      config.network.arch, shape, data.num_classes,
-      augment_dim=augment.augment_dim if augment is not None else 0,
-      dropout=config.network.dropout, conditional=config.get("conditional", True),
-      hidden=tuple(config.network.hidden), **network_kwargs(config))
-  model = diffusion_lib.build_network(**spec)
-  precond = lnrd_common.preconditioning(config)
-  if config.method == "tdsm":
-    objective = diffusion_lib.tdsm_objective(precond, weight_model(config, data),
-                                             tdsm_settings(config))
-  else:
-    objective = diffusion_lib.dsm_objective(precond)
-  tx = lnrd_common.edm_optimizer(config.optim, config.batch_size)
-  runs.start_run(workdir, config.to_dict(), dict(
-      task="diffusion", method=config.method, network=spec, precond=config.precond.to_dict(),
-      batch_size=int(config.batch_size),
-      tdsm=dict(config.tdsm.to_dict()) if config.method == "tdsm" else None,
-      **lnrd_common.data_record(config, data, shape)))
+  with errors.user_input():
+    validate_config(config)
+    allowed = common.check_resume(
+        config, workdir, "diffusion", may_change=MAY_CHANGE,
+        compare=DEFINES + (("tdsm",) if config.method == "tdsm" else ()))
+    mesh = mesh_lib.create_mesh(devices)
+    mesh_lib.check_divisible(config.batch_size, mesh, "batch_size")
+    data = lnrd_common.in_memory_data(config, mesh, config.batch_size, config.batch_size)
+    shape = images.model_input_shape(data.input_shape, config.get("pad_to", 0))
+    facts = lnrd_common.data_record(config, data, shape)
+    augment = lnrd_common.augment_pipe(config, shape)
+    spec = diffusion_lib.network_spec(
+        config.network.arch, shape, data.num_classes,
+        augment_dim=augment.augment_dim if augment is not None else 0,
+        dropout=config.network.dropout, conditional=config.get("conditional", True),
+        hidden=tuple(config.network.hidden), **network_kwargs(config))
+    model = diffusion_lib.build_network(**spec)
+    precond = lnrd_common.preconditioning(config)
+    if config.method == "tdsm":
+      objective = diffusion_lib.tdsm_objective(precond, weight_model(config, data, facts),
+                                               tdsm_settings(config))
+    else:
+      objective = diffusion_lib.dsm_objective(precond)
+    tx = lnrd_common.edm_optimizer(config.optim, config.batch_size)
+    runs.start_run(workdir, config.to_dict(), dict(
+        task="diffusion", method=config.method, network=spec,
+        precond=config.precond.to_dict(), batch_size=int(config.batch_size),
+        tdsm=dict(config.tdsm.to_dict()) if config.method == "tdsm" else None, **facts),
+        allowed)
   total_steps = common.kimg_steps(config.duration_kimg, config.batch_size)
   logging.info("%s; %d steps of %d images (%.1f kimg), method %s", data.describe(), total_steps,
                config.batch_size, config.duration_kimg, config.method)

@@ -30,6 +30,7 @@ from absl import logging
 from lnrd import discovery
 from lnrd import images
 from lnrd import runs as lnrd_runs
+from sgn_jax import errors
 from sgn_jax import noise
 from sgn_jax import runs
 from sgn_jax.tasks import common
@@ -118,20 +119,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   training example (`suspect_scores`), the noisy labels being drawn from the
   seed exactly as in training (`prepare_splits`). Returns the flat metrics.
   """
-  settings = discover_settings(config)
-  common.check_data_and_noise(config)
-  runs.start_run(workdir, config.to_dict(), dict(task="discover",
-                                                 classifier_dir=settings.classifier_dir))
-  start = time.time()
-  classifier = lnrd_runs.load_classifier(settings.classifier_dir, "discover.classifier_dir")
-  noise_spec = common.noise_spec(config)
-  splits = common.prepare_splits(config)
-  if np.shape(classifier.transition) != (splits.num_classes, splits.num_classes):
-    raise ValueError(f"the classifier of discover.classifier_dir={settings.classifier_dir!r} has "
-                     f"{np.shape(classifier.transition)[0]} classes, the dataset "
-                     f"{splits.num_classes}")
-  transition, source = choose_transition(noise_spec, classifier, splits,
-                                         settings.assumed_rate)
+  with errors.user_input():
+    settings = discover_settings(config)
+    common.check_data_and_noise(config)
+    runs.check_not_inside(workdir, settings.classifier_dir, "discover.classifier_dir")
+    allowed = common.check_resume(config, workdir, "discover", compare=())
+    start = time.time()
+    classifier = lnrd_runs.load_classifier(settings.classifier_dir, "discover.classifier_dir")
+    noise_spec = common.noise_spec(config)
+    splits = common.prepare_splits(config)
+    if np.shape(classifier.transition) != (splits.num_classes, splits.num_classes):
+      raise ValueError(f"discover.classifier_dir={settings.classifier_dir!r} has "
+                       f"{np.shape(classifier.transition)[0]} classes, the dataset "
+                       f"{splits.num_classes}")
+    transition, source = choose_transition(noise_spec, classifier, splits,
+                                           settings.assumed_rate)
+    runs.start_run(workdir, config.to_dict(), dict(
+        task="discover", classifier_dir=settings.classifier_dir), allowed)
   mesh = mesh_lib.create_mesh(jax.local_devices() if devices is None else devices)
   batch_size = settings.batch_size
   shards = mesh_lib.num_data_shards(mesh)

@@ -59,16 +59,22 @@ from lnrd import images
 from lnrd import runs as lnrd_runs
 from lnrd import sampler as sampler_lib
 from lnrd.tasks import common as lnrd_common
+from sgn_jax import errors
 from sgn_jax import noise
 from sgn_jax import runs
 from sgn_jax import train_data
 from sgn_jax.data import loading
+from sgn_jax.tasks import common
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import progress
 from sgn_jax.training import writers
 
 METRICS = evaluation.METRICS
 FEATURE_NETS = evaluation.FEATURE_NETS
+# What the saved sample batches of an evaluation depend on: resuming one with other
+# values is refused (metrics, feature nets, sizes of the feature passes may change).
+DEFINES = ("evaluate.run_dir", "evaluate.checkpoint_step", "evaluate.per_class",
+           "evaluate.batch_size", "evaluate.seed", "sample")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -106,18 +112,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Samples from `config.evaluate.run_dir` and writes the metric table to `workdir`."""
-  validate_config(config)
   e = config.evaluate
-  mesh = mesh_lib.create_mesh(devices if devices is not None else
-                              (jax.local_devices() if jax.process_count() > 1 else None))
-  step = e.get("checkpoint_step")
-  model = lnrd_runs.load_diffusion(e.run_dir, mesh=mesh, what="evaluate.run_dir",
-                                   step=step if step is not None and step >= 0 else None)
-  if not model.is_image:
-    raise ValueError(f"evaluate needs an image dataset; {e.run_dir!r} trains on vectors")
-  record = model.run.record
-  runs.start_run(workdir, config.to_dict(), dict(
-      task="evaluate", run_dir=e.run_dir, checkpoint_step=model.step))
+  with errors.user_input():
+    validate_config(config)
+    runs.check_not_inside(workdir, e.run_dir, "evaluate.run_dir")
+    allowed = common.check_resume(config, workdir, "evaluate", compare=DEFINES)
+    mesh = mesh_lib.create_mesh(devices if devices is not None else
+                                (jax.local_devices() if jax.process_count() > 1 else None))
+    step = e.get("checkpoint_step")
+    model = lnrd_runs.load_diffusion(e.run_dir, mesh=mesh, what="evaluate.run_dir",
+                                     step=step if step is not None and step >= 0 else None,
+                                     finished=True)
+    if not model.is_image:
+      raise ValueError(f"evaluate.run_dir={e.run_dir!r} trains on vectors; evaluate needs an "
+                       "image dataset")
+    record = model.run.record
+    # the run's training set (its recorded dataset and noise) for the real reference
+    splits = train_data.prepare_splits(
+        loading.DatasetSpec.from_mapping(record["dataset"]), noise.NoiseSpec(**record["noise"]),
+        seed=int(record["seed"]), num_classes=model.num_classes)
+    runs.start_run(workdir, config.to_dict(), dict(
+        task="evaluate", run_dir=e.run_dir, checkpoint_step=model.step), allowed)
   num_classes = model.num_classes
   writer = writers.create_writer(workdir)
   labels = sampler_lib.class_balanced_labels(int(e.per_class), num_classes)
@@ -129,9 +144,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress.ProgressReporter(len(labels), writer=writer, name="samples", use_clu=False))
   sample_seconds = time.time() - start
   fake = images.crop_to(images.images_to_uint8(samples), model.data_shape)
-  splits = train_data.prepare_splits(
-      loading.DatasetSpec.from_mapping(record["dataset"]), noise.NoiseSpec(**record["noise"]),
-      seed=int(record["seed"]), num_classes=num_classes)
   real, real_labels = evaluation.real_reference(splits, int(e.num_real), int(e.seed))
   logging.info("%d samples (%d per class) vs %d real training images", len(fake),
                e.per_class, len(real))

@@ -30,7 +30,9 @@ from lnrd import images
 from lnrd import runs as lnrd_runs
 from lnrd import sampler as sampler_lib
 from lnrd.tasks import common as lnrd_common
+from sgn_jax import errors
 from sgn_jax import runs
+from sgn_jax.tasks import common
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
@@ -49,20 +51,32 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Samples per class from `config.generate.run_dir`; writes npz + PNG to `workdir`."""
-  validate_config(config)
   g = config.generate
-  mesh = mesh_lib.create_mesh(devices)
-  model = lnrd_runs.load_diffusion(g.run_dir, mesh=mesh, what="generate.run_dir")
-  runs.start_run(workdir, config.to_dict(), dict(
-      task="generate", run_dir=g.run_dir, checkpoint_step=model.step))
+  with errors.user_input():
+    validate_config(config)
+    runs.check_not_inside(workdir, g.run_dir, "generate.run_dir")
+    if g.affine_lambda:
+      runs.check_not_inside(workdir, g.other_run_dir, "generate.other_run_dir")
+    allowed = common.check_resume(config, workdir, "generate", compare=())
+    mesh = mesh_lib.create_mesh(devices)
+    model = lnrd_runs.load_diffusion(g.run_dir, mesh=mesh, what="generate.run_dir",
+                                     finished=True)
+    other = None
+    if g.affine_lambda:
+      other = lnrd_runs.load_diffusion(g.other_run_dir, mesh=mesh,
+                                       what="generate.other_run_dir", finished=True)
+      if other.input_shape != model.input_shape or other.num_classes != model.num_classes:
+        raise ValueError(
+            f"generate.other_run_dir={g.other_run_dir!r} has inputs {other.input_shape} and "
+            f"{other.num_classes} classes, generate.run_dir {model.input_shape} and "
+            f"{model.num_classes}: the affine mix needs two networks of the same data")
+    runs.start_run(workdir, config.to_dict(), dict(
+        task="generate", run_dir=g.run_dir, checkpoint_step=model.step), allowed)
   labels = sampler_lib.class_balanced_labels(g.per_class, model.num_classes)
   key = jax.random.PRNGKey(g.seed)
   settings = lnrd_common.sampler_settings(config)
   start = time.time()
-  if g.affine_lambda:
-    other = lnrd_runs.load_diffusion(g.other_run_dir, mesh=mesh, what="generate.other_run_dir")
-    if other.input_shape != model.input_shape or other.num_classes != model.num_classes:
-      raise ValueError("generate.other_run_dir has a different data shape or class count")
+  if other is not None:
     lam = float(g.affine_lambda)
     own = diffusion_lib.make_denoiser(model.model, model.precond, model.num_classes)
     theirs = diffusion_lib.make_denoiser(other.model, other.precond, other.num_classes)

@@ -36,6 +36,7 @@ from lnrd.metrics import sliced_wasserstein
 from lnrd.tasks import common as lnrd_common
 from lnrd.tasks import diffusion as diffusion_task
 from lnrd.tasks import noisy_classifier as classifier_task
+from sgn_jax import errors
 from sgn_jax import runs
 from sgn_jax.data import gmm as gmm_lib
 from sgn_jax.tasks import common
@@ -46,11 +47,13 @@ from sgn_jax.training import writers
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Classifier, DSM, TDSM (and oracle TDSM) on the mixture; SW_2 per class; figures."""
-  if config.dataset.name != "gmm2d":
-    raise ValueError(f"task=gmm_demo runs on dataset gmm2d, not {config.dataset.name!r}")
+  with errors.user_input():
+    if config.dataset.name != "gmm2d":
+      raise ValueError(f"task=gmm_demo runs on dataset gmm2d, not {config.dataset.name!r}")
+    allowed = common.check_resume(config, workdir, "gmm_demo", compare=())
+    runs.start_run(workdir, config.to_dict(), dict(task="gmm_demo"), allowed)
   start = time.time()
   mesh = mesh_lib.create_mesh(devices)
-  runs.start_run(workdir, config.to_dict(), dict(task="gmm_demo"))
   mixture = gmm_lib.mixture_from_fields(config.dataset.gmm.to_dict())
   num_classes = config.num_classes
   paths = {name: os.path.join(workdir, name)

@@ -35,6 +35,7 @@ from lnrd import images
 from lnrd import runs as lnrd_runs
 from lnrd import time_classifier
 from lnrd.tasks import common as lnrd_common
+from sgn_jax import errors
 from sgn_jax import noise
 from sgn_jax import runs
 from sgn_jax.tasks import common
@@ -45,6 +46,13 @@ from sgn_jax.training.train_state import num_params
 
 TRANSITIONS = time_classifier.TRANSITIONS
 EVAL_SIGMAS = time_classifier.EVAL_SIGMAS
+# The config keys that define a classifier run, and those among them that may change on a
+# resume (beyond sgn_jax.tasks.common.MAY_CHANGE).
+DEFINES = ("seed", "num_classes", "dataset", "noise", "pad_to", "precond", "augment",
+           "classifier")
+MAY_CHANGE = ("classifier.duration_kimg", "classifier.eval_every_kimg",
+              "classifier.eval_batch_size", "classifier.log_every_steps",
+              "classifier.checkpoint_every_steps")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -70,23 +78,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Trains the time-dependent classifier of `config`; exports it; returns final metrics."""
-  validate_config(config)
   c = config.classifier
-  mesh = mesh_lib.create_mesh(devices)
-  mesh_lib.check_divisible(c.batch_size, mesh, "classifier.batch_size")
-  mesh_lib.check_divisible(c.eval_batch_size, mesh, "classifier.eval_batch_size")
-  data = lnrd_common.in_memory_data(config, mesh, c.batch_size, c.eval_batch_size)
-  transition = lnrd_common.transition_or_identity(data)
-  if c.transition == "known":
-    noise.check_invertible(transition)
-  shape = images.model_input_shape(data.input_shape, config.get("pad_to", 0))
-  kwargs = dict(c.get("kwargs", {}) or {})
-  model = time_classifier.get_time_classifier(c.arch, data.num_classes, **kwargs)
-  precond = lnrd_common.preconditioning(config)
-  tx = lnrd_common.edm_optimizer(c.optim, c.batch_size)
-  runs.start_run(workdir, config.to_dict(), dict(
-      task="noisy_classifier", arch=c.arch, kwargs=kwargs, transition_kind=c.transition,
-      precond=config.precond.to_dict(), **lnrd_common.data_record(config, data, shape)))
+  with errors.user_input():
+    validate_config(config)
+    allowed = common.check_resume(config, workdir, "noisy_classifier", compare=DEFINES,
+                                  may_change=MAY_CHANGE)
+    mesh = mesh_lib.create_mesh(devices)
+    mesh_lib.check_divisible(c.batch_size, mesh, "classifier.batch_size")
+    mesh_lib.check_divisible(c.eval_batch_size, mesh, "classifier.eval_batch_size")
+    data = lnrd_common.in_memory_data(config, mesh, c.batch_size, c.eval_batch_size)
+    transition = lnrd_common.transition_or_identity(data)
+    if c.transition == "known":
+      noise.check_invertible(transition, "the noise's transition matrix T (forward correction "
+                             "with classifier.transition='known' needs T^-1 to be identifiable)")
+      noise.check_informative(transition)
+    shape = images.model_input_shape(data.input_shape, config.get("pad_to", 0))
+    kwargs = dict(c.get("kwargs", {}) or {})
+    model = time_classifier.get_time_classifier(c.arch, data.num_classes, **kwargs)
+    precond = lnrd_common.preconditioning(config)
+    tx = lnrd_common.edm_optimizer(c.optim, c.batch_size)
+    facts = lnrd_common.data_record(config, data, shape)
+    runs.start_run(workdir, config.to_dict(), dict(
+        task="noisy_classifier", method=f"time_classifier/{c.transition}", arch=c.arch,
+        kwargs=kwargs, transition_kind=c.transition, precond=config.precond.to_dict(),
+        **facts), allowed)
 
   total_steps = common.kimg_steps(c.duration_kimg, c.batch_size)
   state = time_classifier.init_state(
@@ -131,7 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         workdir, arch=c.arch, kwargs=kwargs,
         variables={"params": params["net"], **jax.device_get(result.state.model_state)},
         transition=used, learned=c.transition == "learned", noisy_target=c.transition == "none",
-        input_shape=shape, precond=config.precond.to_dict(), step=result.step)
+        input_shape=shape, precond=config.precond.to_dict(), step=result.step,
+        facts={k: v for k, v in facts.items() if k != "transition"})
     logging.info("exported the classifier to %s", folder)
     if c.transition == "learned":
       final["learned_transition_error"] = float(np.abs(used - transition).sum(1).mean())

@@ -39,6 +39,7 @@ from lnrd.tasks import diffusion as diffusion_task
 from lnrd.tasks import evaluate as evaluate_task
 from lnrd.tasks import noisy_classifier as classifier_task
 from sgn_jax import corrector
+from sgn_jax import errors
 from sgn_jax import methods
 from sgn_jax import runs
 from sgn_jax.tasks import classify as classify_task
@@ -91,8 +92,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Runs the stages of `config` in WORKDIR/<stage>; returns {stage: final metrics}."""
-  validate_config(config)
-  runs.start_run(workdir, config.to_dict(), dict(task="pipeline"))
+  with errors.user_input():
+    validate_config(config)
+    allowed = common.check_resume(config, workdir, "pipeline", compare=())
+    runs.start_run(workdir, config.to_dict(), dict(task="pipeline"), allowed)
   results: dict[str, Any] = {}
   overrides: dict[str, Any] = {}
   if config.pipeline.corrector:

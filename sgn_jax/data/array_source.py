@@ -23,7 +23,8 @@ _NPZ_REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
 
 def _as_images(x: np.ndarray, info: dataset_lib.DatasetInfo,
                what: str) -> np.ndarray:
-  """Adds a channel axis to (N, H, W) arrays of one-channel datasets."""
+  """uint8 NHWC images: adds a channel axis to (N, H, W) arrays of one-channel
+  datasets and checks the values (`check_image_values`)."""
   x = np.asarray(x)
   if x.ndim == len(info.image_shape) and info.image_shape[-1] == 1:
     x = x[..., None]
@@ -31,7 +32,39 @@ def _as_images(x: np.ndarray, info: dataset_lib.DatasetInfo,
     raise ValueError(
         f"{what} has shape {x.shape}; {info.name} examples have shape "
         f"{tuple(info.image_shape)}.")
-  return x
+  return check_image_values(x, what)
+
+
+def check_image_values(x: np.ndarray, what: str) -> np.ndarray:
+  """Image arrays as the library keeps them: uint8 in [0, 255].
+
+  Accepted: uint8; other integer types with values in [0, 255] (cast); floats
+  in [0, 1] (scaled by 255 and rounded). Refused (ValueError naming `what`, the
+  dtype and the value range): NaN/Inf, floats outside [0, 1] (e.g. 0..255 stored
+  as float, or already normalised), integers outside [0, 255], other dtypes.
+  """
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    return x
+  if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number):
+    raise ValueError(f"{what} has dtype {x.dtype}; images must be uint8 in [0, 255] "
+                     "(or floats in [0, 1])")
+  if np.issubdtype(x.dtype, np.floating):
+    bad = ~np.isfinite(x)
+    if bad.any():
+      raise ValueError(f"{what} has {int(bad.sum())} NaN/Inf values; images must be finite")
+  lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+  if np.issubdtype(x.dtype, np.floating):
+    if lo < 0.0 or hi > 1.0:
+      raise ValueError(
+          f"{what} is {x.dtype} with values in [{lo:g}, {hi:g}]; float images must lie in "
+          "[0, 1] (store uint8 in [0, 255], e.g. np.clip(x, 0, 255).astype(np.uint8), or "
+          "divide by 255)")
+    return np.rint(x * 255.0).astype(np.uint8)
+  if lo < 0 or hi > 255:
+    raise ValueError(f"{what} is {x.dtype} with values in [{lo:g}, {hi:g}]; integer images "
+                     "must lie in [0, 255]")
+  return x.astype(np.uint8)
 
 
 def _as_labels(y: np.ndarray, num_classes: int, what: str) -> np.ndarray:

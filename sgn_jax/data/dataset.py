@@ -57,6 +57,25 @@ class DatasetInfo:
   std: tuple[float, ...] = ()
 
 
+def _check_split(name: str, split: str, images, labels, num_classes: int) -> None:
+  """Images: uint8 (N, H, W, C), or finite floats for vector data; labels: integers in
+  [0, num_classes). ValueError naming the dataset, the split and what is wrong."""
+  images, labels = np.asarray(images), np.asarray(labels)
+  if images.ndim == 4 and images.dtype != np.uint8:
+    raise ValueError(f"{name} {split} images have dtype {images.dtype}; image datasets hold "
+                     "uint8 in [0, 255] (sgn_jax.data.array_source.check_image_values)")
+  if np.issubdtype(images.dtype, np.floating) and images.size and not np.isfinite(
+      images).all():
+    raise ValueError(f"{name} {split} inputs have {int((~np.isfinite(images)).sum())} "
+                     "NaN/Inf values")
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{name} {split} labels must be 1-D integers, got {labels.dtype} "
+                     f"{labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"{name} {split} labels lie in [{labels.min()}, {labels.max()}], "
+                     f"outside [0, {num_classes})")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InMemoryDataset:
   """A whole dataset in host memory.
@@ -100,6 +119,9 @@ class InMemoryDataset:
       raise ValueError(
           f"{self.name}: {len(self.test_images)} test images but "
           f"{len(self.test_labels)} test labels.")
+    for split, images, labels in (("train", self.train_images, self.train_labels),
+                                  ("test", self.test_images, self.test_labels)):
+      _check_split(self.name, split, images, labels, self.num_classes)
     for key, labels in self.label_sets.items():
       if len(labels) != n:
         raise ValueError(

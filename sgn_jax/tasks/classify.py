@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from sgn_jax import classification
+from sgn_jax import errors
 from sgn_jax import methods as methods_lib
 from sgn_jax import models
 from sgn_jax import noise
@@ -29,10 +30,17 @@ from sgn_jax.tasks import common
 from sgn_jax.training import loop
 
 NonFiniteLossError = loop.NonFiniteLossError
+# Keys of a classification run that may change on a resume (beyond common.MAY_CHANGE).
+MAY_CHANGE = ("num_epochs", "eval_batch_size", "eval_every_epochs")
 
 
 def method_of(config: ml_collections.ConfigDict) -> methods_lib.Method:
   """The method of `config.method` with `config.method_args`."""
+  if config.method not in methods_lib.METHODS:
+    raise common.method_choice_error(
+        config.method, "classification", methods_lib.METHODS,
+        "dsm and tdsm train diffusion models with their own config; "
+        if config.method in ("dsm", "tdsm") else "")
   args = config.get("method_args")
   return methods_lib.get_method(config.method, args.to_dict() if args is not None else {})
 
@@ -123,5 +131,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Resumes from the latest checkpoint in WORKDIR/checkpoints when there is one.
   `devices` (default: all) are the devices of the data-parallel mesh.
   """
-  validate_config(config)
-  return classification.train(settings(config), workdir, devices, config=config.to_dict())
+  with errors.user_input():
+    validate_config(config)
+    allowed = common.check_resume(config, workdir, "classify", may_change=MAY_CHANGE)
+    run_settings = settings(config)
+  return classification.train(run_settings, workdir, devices, config=config.to_dict(),
+                              allowed_changes=allowed)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import ml_collections
 
 from sgn_jax import noise
+from sgn_jax import runs
 from sgn_jax.data import loading
 from sgn_jax.training import loop
+
+# Config keys that may change when a run is resumed, for every task: bookkeeping and
+# where the data lives (its content is checked by the training labels' checksum).
+MAY_CHANGE = ("allow_changes", "stop_after_steps", "keep_checkpoints", "log_every_steps",
+              "checkpoint_every_steps", "dataset.data_dir", "dataset.manual_dir",
+              "dataset.download", "dataset.path", "dataset.cifar_n_dir")
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> loading.DatasetSpec:
@@ -65,3 +72,29 @@ def prepare_splits(config: ml_collections.ConfigDict):
       dataset_spec(config), noise_spec(config), seed=int(config.seed),
       val_fraction=float(config.dataset.get("val_fraction", 0.0)),
       num_classes=int(config.num_classes))
+
+
+def method_choice_error(method: str, family: str, allowed, how_other: str = "") -> ValueError:
+  """The error for `--config.method=X` that this config was not built for: the
+  method is chosen with the config argument (`:method=X`), which also builds the
+  method's own keys."""
+  return ValueError(
+      f"method={method!r} is not a {family} method; allowed: {sorted(allowed)}; "
+      f"{how_other}choose the method with the config argument, e.g. "
+      f"--config=configs/<dataset>_<noise>.py:method={method} (it builds that method's "
+      "config; --config.method=... cannot)")
+
+
+def allowed_changes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """`config.allow_changes` ("a.b,c" -> ("a.b", "c"))."""
+  text = config.get("allow_changes", "") or ""
+  return tuple(k.strip() for k in str(text).split(",") if k.strip())
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str, task: str, *,
+                 compare=("",), may_change=()) -> dict:
+  """`sgn_jax.runs.check_resume` of this config: the keys under `compare` define the
+  run; `MAY_CHANGE` and `may_change` may differ on a resume; `allow_changes` too."""
+  return runs.check_resume(workdir, task, config.to_dict(), compare=compare,
+                           may_change=MAY_CHANGE + tuple(may_change),
+                           allow_changes=allowed_changes(config))

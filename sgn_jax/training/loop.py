@@ -202,9 +202,10 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
       if checkpointer.should_save(step) or step == stop_at or preempted:
         check_pending(clear=False)
         with reporter.timed("checkpoint"):
-          checkpointer.save(step, state, force=True)
+          checkpointer.save(step, state, force=True, wait=preempted)
       if preempted:
-        logging.warning("Stopping at step %d after preemption; rerun to resume.", step)
+        logging.warning("Stopped at step %d (signal or preemption); the checkpoint is saved: "
+                        "rerun with the same workdir to resume.", step)
         break
   finally:
     checkpointer.close()
