@@ -20,17 +20,14 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from configs import gmm2d
 from configs import mnist_sym
 from lnrd.tasks import diffusion
-from lnrd.tasks import evaluate
 from lnrd.tasks import generate
 from lnrd.tasks import noisy_classifier
 from sgn_jax import errors

@@ -20,8 +20,10 @@ used; `CheckpointError` names the folder when none can.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -43,6 +45,20 @@ class CheckpointError(errors.UserError, RuntimeError):
 
 
 UNREADABLE_DIR = "checkpoints_unreadable"  # beside checkpoints/: steps that failed to restore
+
+
+def _quiet_closed_loop(hook):
+  """An unraisable-exception hook that drops what a failed (already reported) orbax
+  restore leaves behind: TensorStore callbacks into its closed event loop and its
+  abandoned array reads."""
+  def quiet(unraisable):
+    if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(
+        unraisable.exc_value):
+      return
+    if "_read_array" in repr(unraisable.object):
+      return
+    hook(unraisable)
+  return quiet
 
 
 def _reason(error: BaseException) -> str:
@@ -67,7 +83,7 @@ class Checkpointer:
     self.directory = os.path.abspath(directory) if "://" not in directory else directory
     self.save_every_steps = save_every_steps
     self._manager = ocp.CheckpointManager(
-        self.directory,
+        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=save_every_steps, create=True))
     self._stop = threading.Event()
@@ -112,8 +128,21 @@ class Checkpointer:
       return state
     abstract = abstract_like(state)
     failures = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_closed_loop(previous_hook)
+    try:
+      return self._restore_first(candidates, abstract, failures)
+    finally:
+      if failures:
+        gc.collect()  # the failed restore's abandoned reads are reported now, quietly
+      sys.unraisablehook = previous_hook
+
+  def _restore_first(self, candidates, abstract, failures):
     for candidate in candidates:
       try:
+        # The metadata first: a torn checkpoint usually fails here, before any array read
+        # is scheduled on orbax's event loop.
+        self._manager.item_metadata(candidate)
         restored = self._manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore errors)
         failures.append((candidate, _reason(e)))
