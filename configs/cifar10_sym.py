@@ -3,10 +3,11 @@ r"""CIFAR-10 with symmetric label noise: classification (SGN) and diffusion (TDS
     python main.py --config=configs/cifar10_sym.py --workdir=WORKDIR
     python main.py --config=configs/cifar10_sym.py:method=ce,rate=0.4,seed=1 --workdir=WORKDIR
 
-Classification (SGN and baselines) by default; `:method=dsm|tdsm` trains a diffusion model
-(TDSM paper), `:task=noisy_classifier` its time-dependent classifier, `:task=generate`
-samples. `CELL` below holds every value that defines this experiment; arguments after the
-colon: see `configs.common.classification_config` and `configs.common.diffusion_config`.
+SGN by default (`:method=ce` the CE baseline, or any of the nine baselines);
+`:method=dsm|tdsm` trains a diffusion model (TDSM paper), `:task=noisy_classifier` its
+time-dependent classifier, `:task=generate` samples. `CELL` below holds every value that
+defines this experiment; arguments after the colon: see
+`configs.common.classification_config` and `configs.common.diffusion_config`.
 """
 
 from configs import common
@@ -29,7 +30,7 @@ CELL = dict(
         optim=dict(learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=2.5e-4,
                    lr_decay_epochs=(), lr_decay_factor=0.1),
         batch_size=128,
-        ema_decay=0.9999,
+        ema_decay=0.9999,  # SGN's fixed decay after every step (ema_warmup=False)
         method_args=dict(sgn=dict(gamma=0.001, alpha=0.995)),  # SGN's CIFAR gamma and alpha
     ),
     diffusion=dict(  # SPEC §1: EDM's training (train.py) as the authors ran it

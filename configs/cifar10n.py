@@ -29,7 +29,7 @@ CELL = dict(
         optim=dict(learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=2.5e-4,
                    lr_decay_epochs=(), lr_decay_factor=0.1),
         batch_size=128,
-        ema_decay=0.9999,
+        ema_decay=0.9999,  # SGN's fixed decay after every step (ema_warmup=False)
         method_args=dict(sgn=dict(gamma=0.001, alpha=0.995)),  # SGN's CIFAR gamma and alpha
     ),
 )

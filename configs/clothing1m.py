@@ -33,7 +33,7 @@ CELL = dict(
         optim=dict(learning_rate=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-3,
                    lr_decay_epochs=(5,), lr_decay_factor=0.1),
         batch_size=32,
-        ema_decay=0.9999,
+        ema_decay=0.9999,  # SGN's fixed decay after every step (ema_warmup=False)
         eval_batch_size=128,
         log_every_steps=200,
         checkpoint_every_steps=2000,

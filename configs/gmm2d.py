@@ -39,8 +39,10 @@ CELL = dict(
                    lr_decay_epochs=(), lr_decay_factor=0.1),
         batch_size=128,
         ema_decay=0.9999,
+        ema_warmup=True,  # 1,560 steps: schedule constants follow the run (see mnist_sym)
+        sgn_alpha_like=(0.995, 600),
         log_every_steps=50,
-        method_args=dict(sgn=dict(gamma=0.001, alpha=0.995)),
+        method_args=dict(sgn=dict(gamma=0.001)),
     ),
     diffusion=dict(  # MLP score network and classifier, EDM preconditioning
         convention="tdsm",

@@ -16,6 +16,7 @@ CELL = dict(
     rate=0.4,  # default of `:rate=`
     gmm=dict(num_classes=4, num_train=2048, num_test=512),  # a small mixture
     classify=dict(
+        default_method="ce",  # the tests' baseline (dataset files default to SGN)
         convention="tdsm",
         epochs=2,
         val_fraction=0.0,

@@ -31,7 +31,7 @@ CELL = dict(
         optim=dict(learning_rate=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4,
                    lr_decay_epochs=(), lr_decay_factor=0.1),
         batch_size=64,
-        ema_decay=0.9999,
+        ema_decay=0.9999,  # SGN's fixed decay after every step (ema_warmup=False)
         eval_batch_size=128,
         log_every_steps=200,
         checkpoint_every_steps=2000,

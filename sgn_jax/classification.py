@@ -331,7 +331,8 @@ class Settings:
   `pretrained` (torchvision ResNet weights). Input: `mean`/`std` normalisation,
   on-device `crop_padding`/`flip`, `mixup_alpha`. Optimisation: SGD (`sgd`) with
   `learning_rate`, `momentum`, `nesterov`, `lr_decay_epochs`/`lr_decay_factor`,
-  L2 `weight_decay`; `batch_size`, `num_epochs`, `ema_decay`. Evaluation:
+  L2 `weight_decay`; `batch_size`, `num_epochs`, `ema_decay` (fixed, as SGN's authors,
+  or with `ema_warmup` min(decay, (1 + t) / (10 + t)) for short runs). Evaluation:
   `eval_batch_size`, every `eval_every_epochs`. `loop`: log/checkpoint/stop.
   """
   dataset: loading.DatasetSpec
@@ -358,6 +359,7 @@ class Settings:
   batch_size: int = 128
   num_epochs: int = 1
   ema_decay: float = 0.9999
+  ema_warmup: bool = False
   eval_batch_size: int = 1000
   eval_every_epochs: int = 1
   loop: loop.LoopSettings = loop.LoopSettings()
@@ -435,9 +437,18 @@ def train(settings: Settings, workdir: str, devices=None,
   logging.info("parameters: %d",
                sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)))
 
+  ema_decay = ema.warmup_decay(s.ema_decay) if s.ema_warmup else s.ema_decay
+  ema_start = ema.init_weight(ema_decay, total_steps)
+  if method.args.get("ema_prediction") and ema_start > 0.5:
+    logging.warning(
+        "final/test_accuracy will be the EMA network's (method %s predicts with its EMA), "
+        "but after %d steps at ema_decay=%g%s the EMA still weighs its random "
+        "initialisation by %.0f%%: set ema_warmup=True, lower ema_decay or train longer "
+        "(num_epochs)", s.method, total_steps, s.ema_decay,
+        " with warm-up" if s.ema_warmup else "", 100 * ema_start)
   train_step = make_train_step(
       model, method, tx, num_classes=s.num_classes, steps_per_epoch=steps_per_epoch,
-      ema_decay=s.ema_decay, weight_decay=s.weight_decay, preprocess=preprocess,
+      ema_decay=ema_decay, weight_decay=s.weight_decay, preprocess=preprocess,
       mixup_alpha=s.mixup_alpha, mesh=mesh)
   drawer = data.drawer(crop_padding=s.crop_padding, flip=s.flip)
   eval_sums = make_eval_sums(model, method, preprocess)
@@ -481,6 +492,7 @@ def train(settings: Settings, workdir: str, devices=None,
       "final/test_accuracy": eval_results[f"{reported}/accuracy"],
       **{f"train/{k}": v for k, v in result.train_metrics.items()},
       "noise/realised_rate": noise_rate,
+      "ema/init_weight": ema.init_weight(ema_decay, result.step),
       "step": result.step,
       "epoch": result.step / steps_per_epoch,
       "completed": float(result.completed),

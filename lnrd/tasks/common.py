@@ -8,6 +8,7 @@ import os
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from lnrd import augment as augment_lib
 from lnrd import edm
@@ -15,6 +16,7 @@ from lnrd import images
 from lnrd import sampler as sampler_lib
 from sgn_jax import runs
 from sgn_jax import train_data
+from sgn_jax.training import ema
 from sgn_jax.tasks import common
 
 
@@ -82,3 +84,49 @@ def check_run_dir(run_dir: str, key: str, task: str) -> None:
   if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise FileNotFoundError(f"{key}={run_dir!r} has no checkpoints/ folder; "
                             "train it first with task=diffusion")
+
+
+def warn_if_warmup_exceeds_run(prefix: str, warmup_kimg: float, duration_kimg: float) -> bool:
+  """Logs a warning naming `<prefix>optim.warmup_kimg` when the learning-rate warm-up is
+  longer than the run (the rate never reaches its value); returns whether it did."""
+  if warmup_kimg > duration_kimg:
+    logging.warning(
+        "%soptim.warmup_kimg=%g is longer than the run (%sduration_kimg=%g): the learning "
+        "rate only reaches %.0f%% of %soptim.learning_rate. Lower %soptim.warmup_kimg (e.g. "
+        "to a tenth of the run) for a short run", prefix, warmup_kimg, prefix, duration_kimg,
+        100 * duration_kimg / warmup_kimg, prefix, prefix)
+    return True
+  return False
+
+
+def warn_if_ema_cold(decay_schedule, total_steps: int) -> bool:
+  """Logs a warning naming the EMA keys when the EMA network (what sampling uses) still
+  weighs its random initialisation by more than half at the end of the run."""
+  start = ema.init_weight(decay_schedule, total_steps)
+  if start > 0.5:
+    logging.warning(
+        "after %d steps the EMA network still weighs its random initialisation by %.0f%%: "
+        "its samples will be poor. Lower ema_halflife_kimg or raise ema_rampup_ratio "
+        "for a short run", total_steps, 100 * start)
+    return True
+  return False
+
+
+def warn_if_classifier_at_chance(classifier, path: str) -> bool:
+  """Logs a warning before TDSM trains when the classifier it loads is no better than
+  chance on its own held-out data at the lowest noise level (its export records the
+  clean test accuracies): its weights then carry nothing but the transition matrix."""
+  accuracies = {float(k.rsplit("_", 1)[-1]): v for k, v in
+                (classifier.meta.get("clean_accuracy") or {}).items()}
+  if not accuracies:
+    return False
+  sigma = min(accuracies)
+  chance = 1.0 / classifier.num_classes
+  if accuracies[sigma] <= 1.5 * chance:
+    logging.warning(
+        "the time-dependent classifier of tdsm.classifier_dir=%r is at chance: clean test "
+        "accuracy %.3f at sigma=%g (chance %.3f). TDSM's weights will be the transition "
+        "matrix alone. Train it longer (classifier.duration_kimg) or with a shorter "
+        "warm-up (classifier.optim.warmup_kimg)", path, accuracies[sigma], sigma, chance)
+    return True
+  return False

@@ -121,6 +121,7 @@ def weight_model(config: ml_collections.ConfigDict, data,
     return diffusion_lib.exact_weights(mixture, transition, t.weight_form, prior)
   classifier = lnrd_runs.load_classifier(t.classifier_dir)
   lnrd_runs.check_classifier_fits(classifier, facts, t.classifier_dir)
+  lnrd_common.warn_if_classifier_at_chance(classifier, t.classifier_dir)
   logging.info("TDSM weights from the time-dependent classifier in %s (%s, T %s)",
                t.classifier_dir, classifier.arch, "learned" if classifier.learned else "known")
   try:
@@ -179,11 +180,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = diffusion_lib.init_state(model, tx, shape, data.num_classes,
                                    jax.random.PRNGKey(config.seed), mesh)
   logging.info("network %s: %d parameters", config.network.arch, num_params(state.params))
+  ema_decay = ema.edm_schedule(int(config.batch_size), float(config.ema_halflife_kimg),
+                               float(config.ema_rampup_ratio))
+  lnrd_common.warn_if_warmup_exceeds_run("", float(config.optim.warmup_kimg),
+                                         float(config.duration_kimg))
+  lnrd_common.warn_if_ema_cold(ema_decay, total_steps)
   train_step = diffusion_lib.make_train_step(
       model, tx, objective, precond=precond, num_classes=data.num_classes,
-      ema_decay=ema.edm_schedule(int(config.batch_size), float(config.ema_halflife_kimg),
-                                 float(config.ema_rampup_ratio)),
-      augment=augment, preprocess=lnrd_common.preprocess(config))
+      ema_decay=ema_decay, augment=augment, preprocess=lnrd_common.preprocess(config))
   writer = writers.create_writer(workdir)
   noise_rate = data.noise_summary["realised_noise_rate"]
   sample_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 7)

@@ -104,6 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         **facts), allowed)
 
   total_steps = common.kimg_steps(c.duration_kimg, c.batch_size)
+  lnrd_common.warn_if_warmup_exceeds_run("classifier.", float(c.optim.warmup_kimg),
+                                         float(c.duration_kimg))
   state = time_classifier.init_state(
       model, tx, shape, data.num_classes, jax.random.fold_in(jax.random.PRNGKey(config.seed), 11),
       learned_transition=c.transition == "learned", mesh=mesh)
@@ -147,7 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         variables={"params": params["net"], **jax.device_get(result.state.model_state)},
         transition=used, learned=c.transition == "learned", noisy_target=c.transition == "none",
         input_shape=shape, precond=config.precond.to_dict(), step=result.step,
-        facts={k: v for k, v in facts.items() if k != "transition"})
+        facts={**{k: v for k, v in facts.items() if k != "transition"},
+               "clean_accuracy": {k.split("/", 1)[1]: v for k, v in results.items()}})
     logging.info("exported the classifier to %s", folder)
     if c.transition == "learned":
       final["learned_transition_error"] = float(np.abs(used - transition).sum(1).mean())

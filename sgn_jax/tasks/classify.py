@@ -120,7 +120,8 @@ def settings(config: ml_collections.ConfigDict) -> classification.Settings:
       lr_decay_epochs=tuple(o.get("lr_decay_epochs", ())),
       lr_decay_factor=float(o.get("lr_decay_factor", 0.1)),
       batch_size=int(config.batch_size), num_epochs=int(config.num_epochs),
-      ema_decay=float(config.ema_decay), eval_batch_size=int(config.eval_batch_size),
+      ema_decay=float(config.ema_decay), ema_warmup=bool(config.get("ema_warmup", False)),
+      eval_batch_size=int(config.eval_batch_size),
       eval_every_epochs=int(config.eval_every_epochs), loop=common.loop_settings(config))
 
 

@@ -1,7 +1,10 @@
 """Exponential moving averages of parameters.
 
-Two schedules:
-* fixed decay (SGN): ema <- decay * ema + (1 - decay) * params after every step;
+Three schedules (a number, or `step -> decay` for the update after step `step`):
+* fixed decay (SGN's authors): ema <- decay * ema + (1 - decay) * params after every step;
+* fixed decay with warm-up (`warmup_decay`, TensorFlow's ExponentialMovingAverage
+  with `num_updates`): decay_t = min(decay, (1 + t) / (10 + t)), so a short run's
+  EMA follows the net instead of keeping its initialisation;
 * EDM half-life with ramp-up (TDSM / EDM): the decay per step is
   beta = 0.5 ** (batch_size / max(halflife_nimg, 1e-8)) with
   halflife_nimg = min(halflife_kimg * 1000, nimg * rampup_ratio) when a ramp-up
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def ema_update(ema_tree, new_tree, decay):
@@ -46,3 +50,26 @@ def edm_schedule(batch_size: int, halflife_kimg: float, rampup_ratio: float | No
     nimg = (jnp.asarray(step, jnp.float32) + 1.0) * batch_size
     return edm_ema_decay(nimg, batch_size, halflife_kimg, rampup_ratio)
   return decay
+
+
+def warmup_decay(decay: float):
+  """`step -> min(decay, (1 + step) / (10 + step))` (TF's EMA with `num_updates`):
+  the update after step t averages over roughly the last (10 + t) / 9 steps until
+  that exceeds 1 / (1 - decay)."""
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return schedule
+
+
+def init_weight(ema_decay, steps: int) -> float:
+  """The weight the EMA still gives its initialisation after `steps` updates:
+  prod_t decay_t (`ema_decay` a number or a `step -> decay` schedule). The EMA has
+  moved less than half-way from its (random) start while this is above 0.5."""
+  if steps <= 0:
+    return 1.0
+  if not callable(ema_decay):
+    return float(ema_decay) ** steps
+  decays = np.asarray(ema_decay(np.arange(steps, dtype=np.float32)), np.float64)
+  decays = np.broadcast_to(decays, (steps,))
+  return float(np.exp(np.sum(np.log(np.clip(decays, 1e-300, 1.0)))))
