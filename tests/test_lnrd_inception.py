@@ -18,6 +18,7 @@ import pytest
 jax = pytest.importorskip("jax")
 
 from lnrd.metrics import inception  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import torch_interop  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lnrd.metrics import inception_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 RELATIVE_TOLERANCE = 1e-4
@@ -151,33 +152,6 @@ def test_mesh_sharded_batch_equals_single_device(torchscript_features):
 # ----------------------------------------------------------------------------- pytorch-fid
 
 
-def _import_torchvision(torch):
-  """torchvision, also when its C++ ops cannot load (PyPI's CUDA-linked wheel beside torch+cpu).
-
-  torchvision 0.28 registers fake kernels for `torchvision::nms`/`qnms` even when
-  its `_C` extension failed to load, and the import then fails with "operator
-  torchvision::nms does not exist". Only `torchvision.models` is needed here, so
-  the two op schemas are declared (no kernels) and the import is retried.
-  """
-  import sys  # pylint: disable=g-import-not-at-top
-  try:
-    import torchvision  # pylint: disable=g-import-not-at-top
-    return torchvision
-  except ImportError:
-    pytest.skip("torchvision is not installed")
-  except RuntimeError as error:
-    if "torchvision::" not in str(error):
-      raise
-  for name in [name for name in sys.modules if name.split(".")[0] == "torchvision"]:
-    del sys.modules[name]
-  library = torch.library.Library("torchvision", "DEF")
-  for op in ("nms", "qnms"):
-    library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-  _import_torchvision.library = library  # keep the definitions alive
-  import torchvision  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  return torchvision
-
-
 def _random_torchvision_state_dict(torch, torchvision):
   """Random weights with O(1) activations for pytorch-fid's architecture (torchvision keys)."""
   reference = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,
@@ -201,7 +175,9 @@ def _random_torchvision_state_dict(torch, torchvision):
 
 def test_pytorch_fid_pool3_and_logits(monkeypatch):
   torch = pytest.importorskip("torch")
-  torchvision = _import_torchvision(torch)
+  torchvision = torch_interop.import_torchvision(torch)
+  if torchvision is None:
+    pytest.skip("torchvision is not installed")
   pytorch_fid_inception = pytest.importorskip("pytorch_fid.inception")
   state_dict = _random_torchvision_state_dict(torch, torchvision)
   # fid_inception_v3() builds the FID architecture, then loads FID_WEIGHTS_URL: serve ours instead.

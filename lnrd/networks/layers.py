@@ -88,18 +88,32 @@ def resample_filter_2d(resample_filter: Sequence[float]) -> np.ndarray:
   return np.outer(taps, taps) / np.square(taps.sum())
 
 
-def _depthwise_kernel(filter_2d: np.ndarray, channels: int, dtype: Dtype) -> jax.Array:
-  """(k, k) filter tiled to an HWIO depthwise kernel (k, k, 1, channels)."""
-  return jnp.tile(jnp.asarray(filter_2d, dtype)[:, :, None, None], (1, 1, 1, channels))
+def _filter_taps(x: jax.Array, filter_2d: np.ndarray, stride: int, out_h: int,
+                 out_w: int) -> jax.Array:
+  """sum_{a,b} f[a, b] x[:, stride i + a, stride j + b]: a depthwise (k, k) filter as k^2
+  shifted, strided slices. XLA:CPU runs depthwise (grouped) convolutions, and their
+  gradients, tens to hundreds of times slower than these slices and adds."""
+  out = None
+  for a in range(filter_2d.shape[0]):
+    for b in range(filter_2d.shape[1]):
+      if filter_2d[a, b] == 0:
+        continue
+      tap = jax.lax.slice(x, (0, a, b, 0),
+                          (x.shape[0], a + stride * (out_h - 1) + 1,
+                           b + stride * (out_w - 1) + 1, x.shape[3]),
+                          (1, stride, stride, 1))
+      term = tap * jnp.asarray(filter_2d[a, b], x.dtype)
+      out = term if out is None else out + term
+  return out
 
 
 def _downsample(x: jax.Array, filter_2d: np.ndarray, padding: int) -> jax.Array:
   """Depthwise stride-2 filtering (EDM's grouped `conv2d` with the filter)."""
-  channels = x.shape[-1]
-  return jax.lax.conv_general_dilated(
-      x, _depthwise_kernel(filter_2d, channels, x.dtype), window_strides=(2, 2),
-      padding=[(padding, padding)] * 2, dimension_numbers=_CONV_DIMENSIONS,
-      feature_group_count=channels)
+  size = filter_2d.shape[0]
+  x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  out_h = (x.shape[1] - size) // 2 + 1
+  out_w = (x.shape[2] - size) // 2 + 1
+  return _filter_taps(x, filter_2d, 2, out_h, out_w)
 
 
 def _upsample(x: jax.Array, filter_2d: np.ndarray, padding: int) -> jax.Array:
@@ -108,14 +122,16 @@ def _upsample(x: jax.Array, filter_2d: np.ndarray, padding: int) -> jax.Array:
   A transposed convolution with stride 2 and padding p is a convolution of the
   2x-dilated input with the flipped kernel, padded by k - 1 - p on each side.
   """
-  channels = x.shape[-1]
   size = filter_2d.shape[0]
+  if size == 2 and padding == 0 and np.allclose(filter_2d, 0.25):
+    # The box filter [1, 1] (DDPM++, ADM): every input pixel becomes a 2x2 block.
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
   flipped = np.ascontiguousarray(filter_2d[::-1, ::-1]) * 4
   edge = size - 1 - padding
-  return jax.lax.conv_general_dilated(
-      x, _depthwise_kernel(flipped, channels, x.dtype), window_strides=(1, 1),
-      padding=[(edge, edge)] * 2, lhs_dilation=(2, 2),
-      dimension_numbers=_CONV_DIMENSIONS, feature_group_count=channels)
+  zero = jnp.zeros((), x.dtype)
+  dilated = jax.lax.pad(x, zero, ((0, 0, 0), (edge, edge, 1), (edge, edge, 1), (0, 0, 0)))
+  return _filter_taps(dilated, flipped, 1, dilated.shape[1] - size + 1,
+                      dilated.shape[2] - size + 1)
 
 
 def _conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -243,11 +259,15 @@ class GroupNorm(nn.Module):
       raise ValueError(f"GroupNorm: {channels} channels cannot form {groups} groups.")
     scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-    grouped = jnp.asarray(x, jnp.float32).reshape(*x.shape[:-1], groups, channels // groups)
-    reduce_axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
-    mean = grouped.mean(axis=reduce_axes, keepdims=True)
-    var = jnp.square(grouped - mean).mean(axis=reduce_axes, keepdims=True)
-    normed = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+    # Each group's values made contiguous (batch, group, pixels x channels): XLA:CPU
+    # reduces over a trailing axis several times faster than over strided ones.
+    batch, per_group = x.shape[0], channels // groups
+    grouped = jnp.asarray(x, jnp.float32).reshape(batch, -1, groups, per_group)
+    grouped = grouped.transpose(0, 2, 1, 3).reshape(batch, groups, -1)
+    mean = grouped.mean(axis=-1, keepdims=True)
+    var = jnp.square(grouped - mean).mean(axis=-1, keepdims=True)
+    normed = (grouped - mean) * jax.lax.rsqrt(var + self.eps)
+    normed = normed.reshape(batch, groups, -1, per_group).transpose(0, 2, 1, 3).reshape(x.shape)
     return (normed * scale + bias).astype(self.dtype)
 
 
