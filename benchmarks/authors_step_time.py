@@ -34,44 +34,28 @@ from benchmarks import torch_interop  # pylint: disable=g-import-not-at-top,wron
 
 
 def _ours(method: str, num_classes: int, channels: int, batch: int, noise_type: str):
-  """(step(), block()) of this library's jitted train step on device-resident data."""
+  """(step(), block()) of this library's jitted train step on device-resident data
+  (`benchmarks.tdsm_step_time.build_step`, augmentation off)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from lnrd import diffusion, edm, time_classifier, weights  # pylint: disable=g-import-not-at-top
+  from benchmarks import tdsm_step_time  # pylint: disable=g-import-not-at-top
   from sgn_jax import noise  # pylint: disable=g-import-not-at-top
-  from sgn_jax.data import device_data  # pylint: disable=g-import-not-at-top
-  from sgn_jax.training import ema, loop, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   shape = (32, 32, channels)
   mesh = mesh_lib.create_mesh(jax.devices()[:1])
-  model = diffusion.build_network("ddpmpp_mnist", shape, num_classes, augment_dim=9,
-                                  dropout=0.13)
-  precond = edm.get_preconditioning("edm")
-  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10_000.0, batch_size=batch)
+  weight_fn = None
   if method == "tdsm":
-    classifier = time_classifier.get_time_classifier("cnn", num_classes)
-    variables = classifier.init(jax.random.PRNGKey(3), np.zeros((1,) + shape, np.float32),
-                                np.ones((1,), np.float32))
     if noise_type == "sym":
       transition = noise.transition_matrix("sym", num_classes, 0.4, convention="tdsm")
     else:
       transition = noise.transition_matrix("asym", num_classes, 0.4, dataset="mnist")
-    weight_fn = diffusion.WeightModel(
-        "released", weights.transition_constants(transition),
-        lambda x_t, sigma: jax.nn.softmax(classifier.apply(variables, x_t, sigma)))
-    objective = diffusion.tdsm_objective(precond, weight_fn)
-  else:
-    objective = diffusion.dsm_objective(precond)
-  train_step = diffusion.make_train_step(model, tx, objective, precond=precond,
-                                         num_classes=num_classes,
-                                         ema_decay=ema.edm_schedule(batch, 500.0))
-  state = diffusion.init_state(model, tx, shape, num_classes, jax.random.PRNGKey(0), mesh)
+    weight_fn = tdsm_step_time.random_weight_model(num_classes, shape, transition)
   n = 8 * batch
   rng = np.random.default_rng(0)
-  inputs = {"permutation": jax.numpy.arange(n),
-            "train_images": device_data.put_table(
-                rng.integers(0, 256, (n,) + shape, dtype=np.uint8), mesh),
-            "train_labels": device_data.put_table(
-                rng.integers(0, num_classes, n).astype(np.int32), mesh)}
-  step_fn = loop.jit_step(train_step, device_data.BatchDrawer(batch, n // batch, mesh))
+  step_fn, state, inputs = tdsm_step_time.build_step(
+      "ddpmpp_mnist", shape, num_classes, batch, mesh,
+      rng.integers(0, 256, (n,) + shape, dtype=np.uint8),
+      rng.integers(0, num_classes, n).astype(np.int32), method=method, weight_fn=weight_fn,
+      augment=False)
   holder = {"state": state, "metrics": None}
 
   def step():

@@ -29,18 +29,22 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sgn_jax import classification  # pylint: disable=wrong-import-position
 from sgn_jax import methods  # pylint: disable=wrong-import-position
+from sgn_jax.data import dataset as dataset_lib  # pylint: disable=wrong-import-position
 from sgn_jax.data import device_data  # pylint: disable=wrong-import-position
 from sgn_jax.training import loop  # pylint: disable=wrong-import-position
 from sgn_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR10 = dataset_lib.get_info("cifar10")
 
 
-def measure(method_name, batch_size, args, mesh, images, labels):
+def build_step(method_name: str, batch_size: int, mesh, images, labels, *, depth: int = 28,
+               width: int = 2, dtype: str = "float32"):
+  """(jitted step, state, inputs) of a WRN classification step as `task=classify` runs it
+  on CIFAR-shaped data: gather, crop/flip, forward, loss, backward, SGD, EMA."""
   method = methods.get_method(method_name)
-  kwargs = dict(depth=args.depth, width=args.width)
-  if args.dtype != "float32":
-    kwargs["dtype"] = args.dtype
+  kwargs = dict(depth=depth, width=width)
+  if dtype != "float32":
+    kwargs["dtype"] = dtype
   model = classification.build_model("wrn", 10, method, **kwargs)
   tx = classification.sgd(0.01, momentum=0.9, nesterov=True)
   steps_per_epoch = len(labels) // batch_size
@@ -48,19 +52,19 @@ def measure(method_name, batch_size, args, mesh, images, labels):
   state = classification.with_example_state(state, method, labels, 10, mesh)
   train_step = classification.make_train_step(
       model, method, tx, num_classes=10, steps_per_epoch=steps_per_epoch, ema_decay=0.9999,
-      weight_decay=2.5e-4, preprocess=classification.normalizer(CIFAR10_MEAN, CIFAR10_STD),
+      weight_decay=2.5e-4, preprocess=classification.normalizer(CIFAR10.mean, CIFAR10.std),
       mesh=mesh)
-  permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
-                        out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(1))
-  inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
-            "train_labels": device_data.put_table(labels, mesh)}
   step = loop.jit_step(train_step, device_data.BatchDrawer(batch_size, steps_per_epoch, mesh,
                                                            crop_padding=2, flip=True))
-  sync = mesh_lib.needs_step_sync(mesh)
+  return step, state, step_timer.device_inputs(images, labels, mesh)
 
+
+def measure(method_name, batch_size, args, mesh, images, labels):
+  step, state, inputs = build_step(method_name, batch_size, mesh, images, labels,
+                                   depth=args.depth, width=args.width, dtype=args.dtype)
   compile_s, seconds, state, metrics = step_timer.time_train_step(
       step, state, inputs, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
-      sync=sync)
+      sync=mesh_lib.needs_step_sync(mesh))
   steps_per_s = 1.0 / seconds
   return {"method": method_name, "batch_size": batch_size, "compile_s": compile_s,
           "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,

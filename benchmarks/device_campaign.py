@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -47,23 +46,24 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
+from benchmarks import classification_throughput
+from benchmarks import step_timer
+from benchmarks import tdsm_step_time
 from lnrd import augment as augment_lib
 from lnrd import diffusion
 from lnrd import edm
 from lnrd import images as images_lib
+from lnrd import runs as lnrd_runs
 from lnrd import sampler as sampler_lib
 from lnrd import time_classifier
-from lnrd import weights as weights_lib
-from sgn_jax import classification
-from sgn_jax import methods
 from sgn_jax import noise
-from sgn_jax.data import device_data
+from sgn_jax import train_data
+from sgn_jax.data import loading
 from sgn_jax.training import ema
 from sgn_jax.training import loop
 from sgn_jax.training import mesh as mesh_lib
@@ -71,13 +71,62 @@ from sgn_jax.training import writers
 # pylint: enable=wrong-import-position
 
 PARTS = ("steps", "sampling", "mnist")
-# Share of the budget left when a part starts that it may use (the last part takes the rest).
-SHARES = {"steps": 0.40, "sampling": 0.20, "mnist": 1.0}
-SMOKE_SHARES = {"steps": 0.55, "sampling": 0.15, "mnist": 1.0}  # compile-bound on a CPU
 # The TDSM paper's MNIST row, 40% symmetric noise (x100), 200 Mimg (quoted, not measured).
 PAPER_MNIST = {"dsm": {"CAS": 72.52, "Density": 81.93, "Coverage": 81.65},
                "tdsm": {"CAS": 96.49, "Density": 84.55, "Coverage": 81.31}}
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """Every size of the campaign: `FULL` on an accelerator, `SMOKE` on a CPU (`--smoke`).
+
+  shares: the share of the budget left when a part starts that it may use (the last
+  part takes the rest); margin: seconds of the budget kept free. unet /
+  classifier_kwargs / wrn: network sizes; first_compile: the compile time assumed for a
+  part's first row (s); max_window: the longest measuring window of a row (s);
+  mnist_images_per_s: the throughput assumed for the MNIST run's schedule constants
+  when the steps part did not measure it; mnist_min_part / eval_need: the seconds the
+  MNIST part and one evaluation need at least; cas_epochs / cas_batch: None = the
+  library's CAS defaults for MNIST.
+  """
+  shares: dict
+  margin: float
+  unet: dict
+  classifier_kwargs: dict
+  wrn: dict
+  big_batch: int
+  small_batch: int
+  first_compile: dict
+  max_window: float
+  heun_steps: int
+  sample_batches: tuple
+  feature_batches: tuple
+  mnist_batch: int
+  mnist_max_steps: int | None
+  mnist_images_per_s: float
+  mnist_min_part: float
+  per_class: int
+  sample_batch: int
+  eval_need: float
+  cas_epochs: int | None
+  cas_batch: int | None
+
+
+FULL = Sizes(
+    shares={"steps": 0.40, "sampling": 0.20, "mnist": 1.0}, margin=15.0, unet={},
+    classifier_kwargs={}, wrn=dict(depth=28, width=2), big_batch=512, small_batch=128,
+    first_compile={"steps": 60.0, "sampling": 40.0}, max_window=30.0, heun_steps=18,
+    sample_batches=(256, 512), feature_batches=(500,), mnist_batch=512, mnist_max_steps=None,
+    mnist_images_per_s=20_000.0, mnist_min_part=180.0, per_class=1000, sample_batch=1000,
+    eval_need=60.0, cas_epochs=None, cas_batch=None)
+SMOKE = Sizes(  # compile-bound on a CPU: the steps part gets more of the budget
+    shares={"steps": 0.55, "sampling": 0.15, "mnist": 1.0}, margin=5.0,
+    unet=dict(model_channels=8, channel_mult=(1, 1), num_blocks=1, attn_resolutions=()),
+    classifier_kwargs=dict(noise_channels=16, emb_channels=16), wrn=dict(depth=10, width=1),
+    big_batch=16, small_batch=8, first_compile={"steps": 5.0, "sampling": 5.0}, max_window=1.0,
+    heun_steps=2, sample_batches=(8,), feature_batches=(8,), mnist_batch=16, mnist_max_steps=20,
+    mnist_images_per_s=500.0, mnist_min_part=60.0, per_class=20, sample_batch=8, eval_need=10.0,
+    cas_epochs=1, cas_batch=32)
 
 
 # ---- budget and results ---------------------------------------------------------------
@@ -181,30 +230,6 @@ def run_rows(part: str, rows: list[dict], measure: Callable[[dict, float], dict]
     results.add(part, **measured)
 
 
-def timed_steps(step: Callable, state, inputs, window: float, min_steps: int = 3):
-  """Compile (first call), then steps until `window` seconds: (compile s, s/step, state)."""
-  start = time.perf_counter()
-  state, metrics = step(state, inputs)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  sync = mesh_lib.needs_step_sync(mesh_lib.create_mesh())
-  steps, start = 0, time.perf_counter()
-  while steps < min_steps or time.perf_counter() - start < window:
-    state, metrics = step(state, inputs)
-    if sync:
-      jax.block_until_ready(metrics)
-    steps += 1
-  jax.block_until_ready(metrics)
-  return compile_s, (time.perf_counter() - start) / steps, state
-
-
-def device_tables(images: np.ndarray, labels: np.ndarray, mesh):
-  permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
-                        out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(1))
-  return {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
-          "train_labels": device_data.put_table(labels, mesh)}
-
-
 # ---- part 1: train-step throughput ------------------------------------------------------
 
 def _classifier_arch(arch: str, num_classes: int) -> str:
@@ -213,72 +238,48 @@ def _classifier_arch(arch: str, num_classes: int) -> str:
   return "resnet18" if num_classes <= 10 else "resnet34"
 
 
-def diffusion_step_row(spec: dict, window: float, mesh, smoke: bool) -> dict:
-  """One train step of DSM or TDSM as `task=diffusion` runs it, random weights and data."""
+def _random_data(n: int, shape, num_classes: int):
+  rng = np.random.default_rng(0)
+  return (rng.integers(0, 256, (n,) + tuple(shape), dtype=np.uint8),
+          rng.integers(0, num_classes, n).astype(np.int32))
+
+
+def diffusion_step_row(spec: dict, window: float, mesh, sizes: Sizes) -> dict:
+  """One train step of DSM or TDSM as `task=diffusion` runs it, random weights and data
+  (`benchmarks.tdsm_step_time.build_step`)."""
   shape = (32, 32, 1) if spec["arch"] == "ddpmpp_mnist" else (32, 32, 3)
   c, batch = spec["num_classes"], spec["batch"]
-  overrides = dict(model_channels=8, channel_mult=(1, 1), num_blocks=1,
-                   attn_resolutions=()) if smoke else {}
-  dtype = jnp.bfloat16 if spec["dtype"] == "bf16" else jnp.float32
-  pipe = augment_lib.edm_cifar_pipe(p=0.12)
-  model = diffusion.build_network(spec["arch"], shape, c, augment_dim=pipe.augment_dim,
-                                  dropout=0.13, dtype=dtype, **overrides)
-  precond = edm.get_preconditioning("edm")
-  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10_000.0, batch_size=batch)
+  weight_fn = None
   if spec["method"] == "tdsm":
-    cls_kwargs = dict(noise_channels=16, emb_channels=16) if smoke else {}
-    classifier = time_classifier.get_time_classifier(
-        "cnn" if smoke else _classifier_arch(spec["arch"], c), c, **cls_kwargs)
-    variables = classifier.init(jax.random.PRNGKey(3), jnp.zeros((1,) + shape), jnp.ones((1,)))
-    transition = noise.symmetric_transition(c, 0.4, include_true_class=False)
-    weight_fn = diffusion.WeightModel(
-        "released", weights_lib.transition_constants(transition),
-        lambda x_t, sigma: jax.nn.softmax(classifier.apply(variables, x_t, sigma)))
-    objective = diffusion.tdsm_objective(precond, weight_fn,
-                                         diffusion.TDSMSettings(estimator=spec["estimator"]))
-  else:
-    objective = diffusion.dsm_objective(precond)
-  train_step = diffusion.make_train_step(
-      model, tx, objective, precond=precond, num_classes=c,
-      ema_decay=ema.edm_schedule(batch, 500.0), augment=pipe)
-  state = diffusion.init_state(model, tx, shape, c, jax.random.PRNGKey(0), mesh)
-  n = 4 * batch
-  rng = np.random.default_rng(0)
-  inputs = device_tables(rng.integers(0, 256, (n,) + shape, dtype=np.uint8),
-                         rng.integers(0, c, n).astype(np.int32), mesh)
-  step = loop.jit_step(train_step, device_data.BatchDrawer(batch, n // batch, mesh))
-  compile_s, seconds, _ = timed_steps(step, state, inputs, window)
+    weight_fn = tdsm_step_time.random_weight_model(
+        c, shape, noise.symmetric_transition(c, 0.4, include_true_class=False),
+        "cnn" if sizes.classifier_kwargs else _classifier_arch(spec["arch"], c),
+        **sizes.classifier_kwargs)
+  step, state, inputs = tdsm_step_time.build_step(
+      spec["arch"], shape, c, batch, mesh, *_random_data(4 * batch, shape, c),
+      method=spec["method"], estimator=spec["estimator"], weight_fn=weight_fn,
+      overrides=sizes.unet, dtype="bfloat16" if spec["dtype"] == "bf16" else None)
+  compile_s, seconds, _ = step_timer.time_for(step, state, inputs, window,
+                                              sync=mesh_lib.needs_step_sync(mesh))
   return dict(name=spec["name"], compile_s=compile_s, ms_per_step=1e3 * seconds,
               steps_per_s=1.0 / seconds, images_per_s=batch / seconds)
 
 
-def classification_step_row(spec: dict, window: float, mesh, smoke: bool) -> dict:
-  """One SGN or CE train step with WRN-28-2, as `task=classify` runs it."""
-  method = methods.get_method(spec["method"])
-  kwargs = dict(depth=10, width=1) if smoke else dict(depth=28, width=2)
-  if spec["dtype"] == "bf16":
-    kwargs["dtype"] = "bfloat16"
-  model = classification.build_model("wrn", 10, method, **kwargs)
-  tx = classification.sgd(0.01)
-  batch, n = spec["batch"], 4 * spec["batch"]
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, 10, n).astype(np.int32)
-  state = classification.init_state(model, tx, (32, 32, 3), jax.random.PRNGKey(0), mesh)
-  state = classification.with_example_state(state, method, labels, 10, mesh)
-  train_step = classification.make_train_step(
-      model, method, tx, num_classes=10, steps_per_epoch=n // batch, ema_decay=0.9999,
-      weight_decay=2.5e-4, preprocess=classification.normalizer(CIFAR10_MEAN, CIFAR10_STD),
-      mesh=mesh)
-  inputs = device_tables(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), labels, mesh)
-  step = loop.jit_step(train_step, device_data.BatchDrawer(batch, n // batch, mesh,
-                                                           crop_padding=2, flip=True))
-  compile_s, seconds, _ = timed_steps(step, state, inputs, window)
+def classification_step_row(spec: dict, window: float, mesh, sizes: Sizes) -> dict:
+  """One SGN or CE train step with WRN-28-2, as `task=classify` runs it
+  (`benchmarks.classification_throughput.build_step`)."""
+  batch = spec["batch"]
+  step, state, inputs = classification_throughput.build_step(
+      spec["method"], batch, mesh, *_random_data(4 * batch, (32, 32, 3), 10), **sizes.wrn,
+      dtype="bfloat16" if spec["dtype"] == "bf16" else "float32")
+  compile_s, seconds, _ = step_timer.time_for(step, state, inputs, window,
+                                              sync=mesh_lib.needs_step_sync(mesh))
   return dict(name=spec["name"], compile_s=compile_s, ms_per_step=1e3 * seconds,
               steps_per_s=1.0 / seconds, images_per_s=batch / seconds)
 
 
-def step_rows(smoke: bool) -> list[dict]:
-  big, small = (16, 8) if smoke else (512, 128)
+def step_rows(sizes: Sizes) -> list[dict]:
+  big, small = sizes.big_batch, sizes.small_batch
   rows = []
   for dtype in ("fp32", "bf16"):
     for arch in ("ddpmpp", "ddpmpp_mnist"):
@@ -313,71 +314,63 @@ def smoke_rows(rows: list[dict]) -> list[dict]:
 def part_steps(ctx) -> None:
   def measure(row, window):
     fn = diffusion_step_row if row["kind"] == "diffusion" else classification_step_row
-    return fn(row, window, ctx.mesh, ctx.smoke)
-  rows = step_rows(ctx.smoke)
+    measured = fn(row, window, ctx.mesh, ctx.sizes)
+    if (row.get("arch"), row["method"], row["dtype"], row["batch"]) == (
+        "ddpmpp_mnist", "dsm", "fp32", ctx.sizes.mnist_batch):
+      ctx.rates["ddpmpp_mnist"] = measured["images_per_s"]  # sizes the MNIST part's schedule
+    return measured
+  rows = step_rows(ctx.sizes)
   run_rows("steps", smoke_rows(rows) if ctx.smoke else rows, measure, ctx.budget,
-           ctx.part_seconds("steps"), ctx.results, first_compile=5.0 if ctx.smoke else 60.0,
-           max_window=1.0 if ctx.smoke else 30.0)
+           ctx.part_seconds("steps"), ctx.results, first_compile=ctx.sizes.first_compile["steps"],
+           max_window=ctx.sizes.max_window)
 
 
 # ---- part 2: sampling and Inception throughput -----------------------------------------
 
 def part_sampling(ctx) -> None:
-  smoke, mesh = ctx.smoke, ctx.mesh
-  rates = {}
+  sizes, mesh = ctx.sizes, ctx.mesh
+  sync = mesh_lib.needs_step_sync(mesh)
 
   def sampling(row, window):
     shape, c = (32, 32, 3), 10
-    overrides = dict(model_channels=8, channel_mult=(1, 1), num_blocks=1,
-                     attn_resolutions=()) if smoke else {}
-    model = diffusion.build_network("ddpmpp", shape, c, augment_dim=9, **overrides)
+    model = diffusion.build_network("ddpmpp", shape, c,
+                                    augment_dim=augment_lib.edm_cifar_pipe().augment_dim,
+                                    **sizes.unet)
     state = diffusion.init_state(model, edm.adam_with_warmup(), shape, c,
                                  jax.random.PRNGKey(0), mesh)
-    settings = sampler_lib.SamplerSettings(num_steps=2 if smoke else 18)
+    settings = sampler_lib.SamplerSettings(num_steps=sizes.heun_steps)
     fn = diffusion.make_sampler(model, edm.get_preconditioning("edm"), c, mesh, settings)
     batch = row["batch"]
     labels = np.arange(batch, dtype=np.int32) % c
-    draw = functools.partial(sampler_lib.sample_for_labels, fn, diffusion.ema_variables(state),
-                             labels, jax.random.PRNGKey(1), shape, mesh, batch)
-    start = time.perf_counter()
-    draw()
-    compile_s = time.perf_counter() - start
-    count, start = 0, time.perf_counter()
-    while count < 1 or time.perf_counter() - start < window:
-      draw()
-      count += 1
-    rate = count * batch / (time.perf_counter() - start)
-    rates["sampling"] = rate
-    return dict(name=row["name"], compile_s=compile_s, images_per_s=rate,
-                network_evals_per_s=rate * (2 * settings.num_steps - 1))
+    variables = diffusion.ema_variables(state)
+    draw = lambda s, _: (s, sampler_lib.sample_for_labels(  # pylint: disable=g-long-lambda
+        fn, variables, labels, jax.random.PRNGKey(1), shape, mesh, batch))
+    compile_s, seconds, _ = step_timer.time_for(draw, None, None, window, sync=sync,
+                                                min_steps=1)
+    ctx.rates["sampling"] = batch / seconds
+    return dict(name=row["name"], compile_s=compile_s, images_per_s=batch / seconds,
+                network_evals_per_s=batch / seconds * (2 * settings.num_steps - 1))
 
   def features(row, window):
     from lnrd.metrics import inception  # pylint: disable=g-import-not-at-top
     net = inception.InceptionFeatures(inception.random_variables(), mesh=mesh)
     batch = row["batch"]
     x = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
-    start = time.perf_counter()
-    jax.block_until_ready(net(x))
-    compile_s = time.perf_counter() - start
-    count, start = 0, time.perf_counter()
-    while count < 1 or time.perf_counter() - start < window:
-      out = net(x)
-      count += 1
-    jax.block_until_ready(out)
-    rate = count * batch / (time.perf_counter() - start)
-    rates["inception"] = rate
-    return dict(name=row["name"], compile_s=compile_s, images_per_s=rate)
+    compile_s, seconds, _ = step_timer.time_for(lambda s, _: (s, net(x)), None, None, window,
+                                                sync=sync, min_steps=1)
+    ctx.rates["inception"] = batch / seconds
+    return dict(name=row["name"], compile_s=compile_s, images_per_s=batch / seconds)
 
-  rows = [dict(name=f"ddpmpp CIFAR-10 Heun-{2 if smoke else 18} batch {b}", fn=sampling,
-               batch=b) for b in ((8,) if smoke else (256, 512))]
+  rows = [dict(name=f"ddpmpp CIFAR-10 Heun-{sizes.heun_steps} batch {b}", fn=sampling, batch=b)
+          for b in sizes.sample_batches]
   rows += [dict(name=f"FID Inception batch {b}", fn=features, batch=b)
-           for b in ((8,) if smoke else (500,))]
+           for b in sizes.feature_batches]
   run_rows("sampling", rows, lambda row, window: row["fn"](row, window), ctx.budget,
-           ctx.part_seconds("sampling"), ctx.results, first_compile=5.0 if smoke else 40.0,
-           max_window=1.0 if smoke else 30.0)
-  if "sampling" in rates and "inception" in rates:
+           ctx.part_seconds("sampling"), ctx.results,
+           first_compile=sizes.first_compile["sampling"], max_window=sizes.max_window)
+  if "sampling" in ctx.rates and "inception" in ctx.rates:
     n = 50_000
-    seconds = n / rates["sampling"] + 2 * n / rates["inception"]
+    seconds = n / ctx.rates["sampling"] + 2 * n / ctx.rates["inception"]
     ctx.results.add("sampling", name="projected 50k evaluation (50k samples, 100k features)",
                     seconds=seconds, minutes=seconds / 60)
 
@@ -394,7 +387,8 @@ def make_data(mnist_dir: str, out: str) -> None:
   print(f"wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB)")
 
 
-def _smoke_digits(seed: int = 0):
+def _smoke_digits(path: str, seed: int = 0) -> str:
+  """A tiny digit-like npz (a bright square per class) in `make_data`'s layout."""
   rng = np.random.default_rng(seed)
 
   def make(n):
@@ -405,125 +399,112 @@ def _smoke_digits(seed: int = 0):
       x[i, 7 * r:7 * r + 7, 7 * col:7 * col + 7] = 230
     return x, labels
   (xt, yt), (xs, ys) = make(512), make(256)
-  return dict(train_images=xt, train_labels=yt, test_images=xs, test_labels=ys)
+  np.savez(path, train_images=xt, train_labels=yt, test_images=xs, test_labels=ys)
+  return path
 
 
-def _train_for(name: str, train_step, state, data, batch: int, seconds: float, ctx,
-               max_steps: int | None = None) -> tuple[Any, dict]:
+def _train_for(name: str, train_step, state, data: train_data.InMemoryData, seconds: float,
+               ctx) -> tuple[Any, dict]:
   """Runs `train_step` through the library's loop for about `seconds` in all (the step
-  count from a measured step time; at most `max_steps`), checkpoints in OUT/mnist/<name>."""
+  count from a measured step time; at most `sizes.mnist_max_steps`), checkpoints in
+  OUT/mnist/<name>."""
   start = time.perf_counter()
-  steps_per_epoch = len(data["labels"]) // batch
-  inputs = device_tables(data["images"], data["labels"], ctx.mesh)
-  permutation = jax.jit(functools.partial(device_data.epoch_permutation,
-                                          num_examples=len(data["labels"])),
-                        out_shardings=mesh_lib.replicated(ctx.mesh))
-  epochs = {}
-
-  def inputs_fn(s):  # each epoch its own order, as sgn_jax.train_data.InMemoryData
-    epoch = s // steps_per_epoch
-    if epoch not in epochs:
-      epochs.clear()
-      epochs[epoch] = {**inputs, "permutation": permutation(jax.random.PRNGKey(1), epoch)}
-    return epochs[epoch]
-  step = loop.jit_step(train_step, device_data.BatchDrawer(batch, steps_per_epoch, ctx.mesh))
-  probe = jax.tree.map(jnp.copy, state)
-  compile_s, per_step, _ = timed_steps(step, probe, inputs, min(3.0, seconds / 10), 2)
+  step = loop.jit_step(train_step, data.drawer())
+  probe = jax.tree.map(jax.numpy.copy, state)  # the step donates its state
+  compile_s, per_step, _ = step_timer.time_for(step, probe, data.train_inputs(0),
+                                               min(3.0, seconds / 10),
+                                               sync=mesh_lib.needs_step_sync(ctx.mesh),
+                                               min_steps=2)
   total = max(2, int((seconds - (time.perf_counter() - start)) / per_step))
-  total = min(total, max_steps) if max_steps else total
+  total = min(total, ctx.sizes.mnist_max_steps or total)
   workdir = os.path.join(ctx.out, "mnist", name)
-  writer = writers.MultiWriter([writers.LoggingWriter(None),
-                                writers.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
-  os.makedirs(workdir, exist_ok=True)
-  result = loop.run(state, step, inputs_fn, total_steps=total, workdir=workdir,
+  result = loop.run(state, step, data.train_inputs, total_steps=total, workdir=workdir,
                     settings=loop.LoopSettings(log_every_steps=max(1, total // 10),
                                                checkpoint_every_steps=max(1, total)),
-                    mesh=ctx.mesh, writer=writer, items_per_step=batch)
-  info = dict(name=name, steps=result.step, kimg=result.step * batch / 1000,
+                    mesh=ctx.mesh, writer=writers.create_writer(workdir),
+                    items_per_step=data.batch_size)
+  info = dict(name=name, steps=result.step, kimg=result.step * data.batch_size / 1000,
               seconds=result.seconds, compile_s=compile_s,
               loss=result.train_metrics.get("loss", float("nan")))
   return result.state, info
 
 
 def part_mnist(ctx) -> None:
-  budget, smoke = ctx.budget, ctx.smoke
+  budget, sizes = ctx.budget, ctx.sizes
   part = ctx.part_seconds("mnist")
-  arrays = _smoke_digits() if smoke else (dict(np.load(ctx.data)) if ctx.data else None)
-  if arrays is None:
+  path = _smoke_digits(os.path.join(ctx.out, "smoke_digits.npz")) if ctx.smoke else ctx.data
+  if not path:
     ctx.results.note("mnist", "skipped: no --data (make it with --make_data)")
     return
-  if not budget.fits(0.5 * part) or part < (60 if smoke else 180):
+  if not budget.fits(0.5 * part) or part < sizes.mnist_min_part:
     ctx.results.note("mnist", f"skipped: {part:.0f} s left for it, too little for three "
                      "trainings and the evaluation")
     return
-  train_images = np.asarray(arrays["train_images"]).reshape(-1, 28, 28, 1)
-  clean = np.asarray(arrays["train_labels"]).astype(np.int32)
-  transition = noise.transition_matrix("sym", 10, 0.4, convention="tdsm")
-  noisy = noise.sample_noisy_labels(clean, transition, seed=0).astype(np.int32)
-  data = {"images": train_images, "labels": noisy}
-  shape, c = (32, 32, 1), 10
-  batch = 16 if smoke else 512
+  # Real MNIST (train and test) with 40% symmetric noise drawn once from seed 0, on the
+  # devices, as task=noisy_classifier / task=diffusion load it.
+  splits = train_data.prepare_splits(
+      loading.DatasetSpec(name="mnist", source="npz", path=path),
+      noise.NoiseSpec(kind="sym", rate=0.4, convention="tdsm"), seed=0, num_classes=10)
+  data = train_data.InMemoryData(splits, ctx.mesh, batch_size=sizes.mnist_batch,
+                                 eval_batch_size=sizes.mnist_batch, seed=0)
+  c = splits.num_classes
+  shape = images_lib.model_input_shape(data.input_shape, 32)
   # A quarter of the part is kept for sampling and CAS; the trainings share the rest.
   shares = {"classifier": 0.15, "dsm": 0.3, "tdsm": 0.3}
-  max_steps = 20 if smoke else None
   precond = edm.get_preconditioning("edm")
   pipe = augment_lib.edm_cifar_pipe(p=0.12)
-  pad = functools.partial(images_lib.to_model_range, pad_to=32)
+  pad = lambda images: images_lib.to_model_range(images, pad_to=32)
   # Warm-ups and the EMA half-life scaled to the run (the paper's 10 Mimg warm-up and
-  # 500 kimg half-life assume 200 Mimg): at most a tenth of the images the run sees.
-  guess_kimg = max(1.0, 0.1 * part * (0.5 if smoke else 20.0))
+  # 500 kimg half-life assume 200 Mimg): a tenth of the images the run sees, from the
+  # throughput the steps part measured (or the assumed one).
+  images_per_s = ctx.rates.get("ddpmpp_mnist", sizes.mnist_images_per_s)
+  guess_kimg = max(1.0, 0.1 * part * images_per_s / 1000)
 
-  classifier = time_classifier.get_time_classifier(
-      "cnn", c, **(dict(noise_channels=16, emb_channels=16) if smoke else {}))
-  tx = edm.adam_with_warmup(1e-3, warmup_kimg=0.1 * guess_kimg, batch_size=batch)
+  classifier = time_classifier.get_time_classifier("cnn", c, **sizes.classifier_kwargs)
+  tx = edm.adam_with_warmup(1e-3, warmup_kimg=0.1 * guess_kimg, batch_size=data.batch_size)
   state = time_classifier.init_state(classifier, tx, shape, c, jax.random.PRNGKey(11),
                                      mesh=ctx.mesh)
-  step = time_classifier.make_train_step(classifier, tx, precond=precond, transition=transition,
-                                         augment=pipe, preprocess=pad)
-  state, info = _train_for("classifier", step, state, data, batch, shares["classifier"] * part,
-                           ctx, max_steps)
+  step = time_classifier.make_train_step(classifier, tx, precond=precond,
+                                         transition=splits.transition, augment=pipe,
+                                         preprocess=pad)
+  state, info = _train_for("classifier", step, state, data, shares["classifier"] * part, ctx)
   ctx.results.add("mnist", **info)
-  variables = {"params": state.params["net"], **state.model_state}
-  probs_fn = lambda x_t, sigma: jax.nn.softmax(classifier.apply(variables, x_t, sigma), -1)
-  weight_fn = diffusion.WeightModel("released", weights_lib.transition_constants(transition),
-                                    probs_fn)
+  exported = lnrd_runs.ExportedClassifier(
+      "cnn", classifier, {"params": state.params["net"], **state.model_state},
+      np.asarray(splits.transition), learned=False, noisy_target=False, input_shape=shape)
+  weight_fn = diffusion.classifier_weights(exported, "released")  # as task=diffusion
 
-  overrides = dict(model_channels=8, channel_mult=(1, 1), num_blocks=1,
-                   attn_resolutions=()) if smoke else {}
   trained = {}
   for name, objective in (("dsm", diffusion.dsm_objective(precond)),
                           ("tdsm", diffusion.tdsm_objective(precond, weight_fn))):
     model = diffusion.build_network("ddpmpp_mnist", shape, c, augment_dim=pipe.augment_dim,
-                                    dropout=0.13, **overrides)
-    tx = edm.adam_with_warmup(1e-3, warmup_kimg=0.1 * guess_kimg, batch_size=batch)
+                                    dropout=0.13, **sizes.unet)
+    tx = edm.adam_with_warmup(1e-3, warmup_kimg=0.1 * guess_kimg, batch_size=data.batch_size)
     state = diffusion.init_state(model, tx, shape, c, jax.random.PRNGKey(0), ctx.mesh)
     step = diffusion.make_train_step(
         model, tx, objective, precond=precond, num_classes=c, augment=pipe, preprocess=pad,
-        ema_decay=ema.edm_schedule(batch, min(500.0, 0.1 * guess_kimg)))
-    state, info = _train_for(name, step, state, data, batch, shares[name] * part, ctx, max_steps)
+        ema_decay=ema.edm_schedule(data.batch_size, min(500.0, 0.1 * guess_kimg)))
+    state, info = _train_for(name, step, state, data, shares[name] * part, ctx)
     ctx.results.add("mnist", **info)
     trained[name] = (model, diffusion.ema_variables(state))
 
   from lnrd.metrics import cas  # pylint: disable=g-import-not-at-top
-  per_class = 20 if smoke else 1000
-  labels = sampler_lib.class_balanced_labels(per_class, c)
-  settings = sampler_lib.SamplerSettings(num_steps=2 if smoke else 18)
-  test_images = np.asarray(arrays["test_images"]).reshape(-1, 28, 28, 1)
-  test_labels = np.asarray(arrays["test_labels"]).astype(np.int32)
+  labels = sampler_lib.class_balanced_labels(sizes.per_class, c)
+  settings = sampler_lib.SamplerSettings(num_steps=sizes.heun_steps)
   for name, (model, variables) in trained.items():
-    if not budget.fits(10 if smoke else 60):
+    if not budget.fits(sizes.eval_need):
       ctx.results.note("mnist", f"skipped the evaluation of {name}: {budget.left():.0f} s left")
       continue
     start = time.perf_counter()
     fn = diffusion.make_sampler(model, precond, c, ctx.mesh, settings)
     samples = sampler_lib.sample_for_labels(fn, variables, labels, jax.random.PRNGKey(2), shape,
-                                            ctx.mesh, 8 if smoke else 1000)
-    fake = images_lib.crop_to(images_lib.images_to_uint8(samples), (28, 28))
+                                            ctx.mesh, sizes.sample_batch)
+    fake = images_lib.crop_to(images_lib.images_to_uint8(samples), data.input_shape)
     sample_s = time.perf_counter() - start
     score = cas.classification_accuracy_score(
-        fake, labels, test_images, test_labels, dataset="mnist",
-        workdir=os.path.join(ctx.out, "mnist", f"cas_{name}"), epochs=1 if smoke else 10,
-        batch_size=32 if smoke else 128, devices=list(ctx.mesh.devices.flat))
+        fake, labels, splits.test_images, splits.test_labels, dataset="mnist",
+        workdir=os.path.join(ctx.out, "mnist", f"cas_{name}"), epochs=sizes.cas_epochs,
+        batch_size=sizes.cas_batch)
     ctx.results.add("mnist", name=f"{name} evaluation", samples=len(labels),
                     sample_seconds=sample_s, CAS=100 * score["accuracy"],
                     paper_CAS_200Mimg=PAPER_MNIST[name]["CAS"])
@@ -540,11 +521,16 @@ class Context:
   out: str
   data: str
   parts: tuple
+  rates: dict = dataclasses.field(default_factory=dict)  # images/s measured so far
+
+  @property
+  def sizes(self) -> Sizes:
+    return SMOKE if self.smoke else FULL
 
   def part_seconds(self, part: str) -> float:
     """The part's share of the budget left (the last selected part takes all of it)."""
     remaining = [p for p in self.parts if p in PARTS[PARTS.index(part):]]
-    share = 1.0 if remaining[-1] == part else (SMOKE_SHARES if self.smoke else SHARES)[part]
+    share = 1.0 if remaining[-1] == part else self.sizes.shares[part]
     return max(0.0, share * (self.budget.left() - self.budget.margin))
 
 
@@ -565,7 +551,12 @@ def main(argv=None) -> int:
   unknown = set(parts) - set(PARTS)
   if unknown:
     parser.error(f"--parts: unknown {sorted(unknown)}; allowed: {list(PARTS)}")
-  budget = Budget(60 * args.budget_min, margin=5.0 if args.smoke else 15.0)
+  earlier = os.path.join(args.out, "mnist")
+  if "mnist" in parts and os.path.isdir(earlier) and os.listdir(earlier):
+    parser.error(f"--out={args.out!r} holds an earlier campaign's MNIST runs ({earlier}), "
+                 "which the mnist part would resume instead of training afresh: use a new "
+                 "--out or move that folder away")
+  budget = Budget(60 * args.budget_min, margin=(SMOKE if args.smoke else FULL).margin)
   device = jax.devices()[0]
   results = Results(args.out, dict(
       device=f"{device.device_kind} x{jax.device_count()}", platform=device.platform,

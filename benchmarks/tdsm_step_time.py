@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from benchmarks import step_timer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lnrd import augment  # pylint: disable=wrong-import-position
+from lnrd import augment as augment_lib  # pylint: disable=wrong-import-position
 from lnrd import diffusion  # pylint: disable=wrong-import-position
 from lnrd import edm  # pylint: disable=wrong-import-position
 from lnrd import images as images_lib  # pylint: disable=wrong-import-position
@@ -57,17 +57,57 @@ ROWS = (("dsm", "dsm", None), ("tdsm/sampled", "tdsm", "sampled"),
         ("tdsm/exact", "tdsm", "exact"))
 
 
+def random_weight_model(num_classes: int, shape, transition, classifier: str = "cnn",
+                        **classifier_kwargs) -> diffusion.WeightModel:
+  """TDSM's released-form weights from a random-weight time-dependent classifier."""
+  module = time_classifier.get_time_classifier(classifier, num_classes, **classifier_kwargs)
+  variables = module.init(jax.random.PRNGKey(3), np.zeros((1,) + tuple(shape), np.float32),
+                          np.ones((1,), np.float32))
+  return diffusion.WeightModel(
+      "released", weights_lib.transition_constants(transition),
+      lambda x_t, sigma: jax.nn.softmax(module.apply(variables, x_t, sigma, train=False)))
+
+
+def build_step(arch: str, shape, num_classes: int, batch_size: int, mesh, images, labels, *,
+               method: str, estimator: str | None = None, weight_fn=None, overrides=None,
+               dtype=None, augment: bool = True, inputs=None):
+  """(jitted step, state, inputs) of DSM or TDSM as `task=diffusion` runs it: EDM
+  preconditioning, augmentation p = 0.12 (or none) with its labels to the network,
+  dropout 0.13, Adam with warm-up, EDM's EMA, the device-resident batch drawer.
+  TDSM's weights: `weight_fn` (default: a random CNN classifier, 40% symmetric noise)."""
+  pipe = augment_lib.edm_cifar_pipe(p=0.12)
+  model = diffusion.build_network(arch, shape, num_classes, augment_dim=pipe.augment_dim,
+                                  dropout=0.13, **({"dtype": dtype} if dtype else {}),
+                                  **(overrides or {}))
+  precond = edm.get_preconditioning("edm")
+  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10_000.0, batch_size=batch_size)
+  if method == "tdsm":
+    if weight_fn is None:
+      weight_fn = random_weight_model(
+          num_classes, shape, noise.symmetric_transition(num_classes, 0.4, False))
+    settings = diffusion.TDSMSettings(estimator=estimator) if estimator else \
+        diffusion.TDSMSettings()
+    objective = diffusion.tdsm_objective(precond, weight_fn, settings)
+  else:
+    objective = diffusion.dsm_objective(precond)
+  train_step = diffusion.make_train_step(
+      model, tx, objective, precond=precond, num_classes=num_classes,
+      ema_decay=ema.edm_schedule(batch_size, 500.0), augment=pipe if augment else None,
+      preprocess=functools.partial(images_lib.to_model_range, pad_to=shape[0]))
+  state = diffusion.init_state(model, tx, shape, num_classes, jax.random.PRNGKey(0), mesh)
+  inputs = step_timer.device_inputs(images, labels, mesh) if inputs is None else inputs
+  step = loop.jit_step(train_step, device_data.BatchDrawer(
+      batch_size, len(labels) // batch_size, mesh))
+  return step, state, inputs
+
+
 def weight_model(args, num_classes, shape):
   if args.classifier_dir and num_classes == 10:
     from lnrd import runs  # pylint: disable=g-import-not-at-top
     return diffusion.classifier_weights(runs.load_classifier(args.classifier_dir), "released")
-  module = time_classifier.get_time_classifier(args.classifier, num_classes)
-  variables = module.init(jax.random.PRNGKey(3), np.zeros((1,) + shape, np.float32),
-                          np.ones((1,), np.float32))
-  transition = noise.symmetric_transition(num_classes, 0.4, include_true_class=False)
-  return diffusion.WeightModel(
-      "released", weights_lib.transition_constants(transition),
-      lambda x_t, sigma: jax.nn.softmax(module.apply(variables, x_t, sigma, train=False)))
+  return random_weight_model(num_classes, shape,
+                             noise.symmetric_transition(num_classes, 0.4, False),
+                             args.classifier)
 
 
 def measure(name, method, estimator, num_classes, args, mesh, images, labels):
@@ -76,31 +116,13 @@ def measure(name, method, estimator, num_classes, args, mesh, images, labels):
   if args.model_channels:
     overrides = dict(model_channels=args.model_channels, channel_mult=(1, 2),
                      num_blocks=1, attn_resolutions=(args.resolution // 2,))
-  pipe = augment.edm_cifar_pipe(p=0.12)
-  model = diffusion.build_network(args.arch, shape, num_classes, augment_dim=pipe.augment_dim,
-                                  dropout=0.13, **overrides)
-  precond = edm.get_preconditioning("edm")
-  tx = edm.adam_with_warmup(1e-3, warmup_kimg=10_000.0, batch_size=args.batch_size)
-  if method == "tdsm":
-    objective = diffusion.tdsm_objective(precond, weight_model(args, num_classes, shape),
-                                         diffusion.TDSMSettings(estimator=estimator))
-  else:
-    objective = diffusion.dsm_objective(precond)
-  train_step = diffusion.make_train_step(
-      model, tx, objective, precond=precond, num_classes=num_classes,
-      ema_decay=ema.edm_schedule(args.batch_size, 500.0), augment=pipe,
-      preprocess=functools.partial(images_lib.to_model_range, pad_to=args.resolution))
-  state = diffusion.init_state(model, tx, shape, num_classes, jax.random.PRNGKey(0), mesh)
-  permutation = jax.jit(lambda k: device_data.epoch_permutation(k, 0, len(labels)),
-                        out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(1))
-  inputs = {"permutation": permutation, "train_images": device_data.put_table(images, mesh),
-            "train_labels": device_data.put_table(labels, mesh)}
-  step = loop.jit_step(train_step, device_data.BatchDrawer(
-      args.batch_size, len(labels) // args.batch_size, mesh))
-  sync = mesh_lib.needs_step_sync(mesh)
+  step, state, inputs = build_step(
+      args.arch, shape, num_classes, args.batch_size, mesh, images, labels, method=method,
+      estimator=estimator, overrides=overrides,
+      weight_fn=weight_model(args, num_classes, shape) if method == "tdsm" else None)
   compile_s, seconds, state, metrics = step_timer.time_train_step(
       step, state, inputs, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
-      sync=sync)
+      sync=mesh_lib.needs_step_sync(mesh))
   return {"name": name, "num_classes": num_classes, "compile_s": compile_s,
           "ms_per_step": seconds * 1e3, "images_per_s": args.batch_size / seconds,
           "loss": float(metrics["loss"])}

@@ -14,11 +14,15 @@ cells is written once here. Its keys (named as the config keys they fill):
   dataset, num_classes, source (default of `:source=`), noise (noise.kind), rate (default
   of `:rate=`), label_set (CIFAR-N; default of `:label_set=`), gmm (dataset.gmm).
   classify    the SGN paper's classification: convention and epochs (defaults of
-              `:convention=` / `:epochs=`), val_fraction, model, input (mean, std,
-              crop_padding, flip), optim, batch_size, ema_decay, method_args ({method:
-              values over its SPEC §2 defaults}), any key of CLASSIFY_LOOP; streamed
+              `:convention=` / `:epochs=`), val_fraction, val_split, model, input (mean,
+              std, crop_padding, flip), model_by_method ({method: model keys added for
+              it; split_head=True: model.head_groups = the method's output groups}),
+              optim (incl. optional l2_params, warmup_epochs),
+              batch_size, ema_decay, method_args ({method: values over its SPEC §2
+              defaults}), select (model selection), any key of CLASSIFY_LOOP; streamed
               datasets (`streaming_config`) also method (default of `:method=`),
-              samples_per_class, model_pretrained, input.mixup_alpha.
+              samples_per_class, model_pretrained, model_pretrained_required,
+              input.mixup_alpha.
   diffusion   the TDSM paper's diffusion: convention, duration_kimg (default of `:kimg=`),
               pad_to, precond.sigma_data, network (arch, dropout, hidden), augment.p, optim
               (learning_rate, warmup_kimg), batch_size, ema_halflife_kimg,
@@ -26,6 +30,10 @@ cells is written once here. Its keys (named as the config keys they fill):
               duration_kimg: default of `:classifier_kimg=`, batch_size, eval_batch_size,
               eval_every_kimg, optim, any key of CLASSIFIER_LOOP), evaluate (per_class,
               num_real, metrics, feature_nets).
+
+A file whose experiment differs from another file's in a few values builds its cell
+with `derive` (e.g. `cifar100_asym.py`: `cifar100_sym.py`'s cell with asymmetric
+noise), so each value is written once and the differences stand in the file.
 
 `get_config` hands the cell to `experiment_config` (classification or diffusion by
 method/task), `classification_config`, `diffusion_config` or `streaming_config`.
@@ -49,6 +57,9 @@ Config reference (classification task, `task="classify"`):
   dataset.cifar_n_dir  folder with the CIFAR-N authors' label files.
   dataset.train_subset use only the first n training examples (0: all).
   dataset.val_fraction fraction of the train set held out as a (noisy) validation set.
+  dataset.val_split    which rows it holds out: random (seeded by `seed`) | last (the
+                       last rows in the dataset's order, the same for every seed: the
+                       SGN authors' CIFAR split, the TFDS train split's last 5,000).
   dataset.seed         seed of the synthetic data (gmm2d), fixed across runs.
   dataset.gmm.*        the synthetic 2-D mixture (gmm2d): num_classes, num_train, num_test.
   noise.kind           none | sym | asym | cifar_n.
@@ -61,11 +72,17 @@ Config reference (classification task, `task="classify"`):
                        and optionally `transition`: train on these instead of drawing
                        noise (a corrector's output, `python -m sgn_jax.corrector`).
   model.name           cnn | wrn | mlp, with its keyword arguments in `model`.
+  model.head_init      (wrn) kernel init of the dense head: he_normal (UB's) |
+                       glorot_uniform (Keras' default; the SGN authors' SGN/LN heads).
+  model.head_groups    (wrn) () one dense layer, else one per group of these sizes
+                       (SGN: mu and scale, LN: mean and r; `model_by_method` sets it).
   input.*              normalisation mean/std and on-device augmentation
                        (crop_padding: pad-and-random-crop; flip: horizontal flips).
   optim.*              SGD with (Nesterov) momentum, learning rate (times
-                       lr_decay_factor at each of lr_decay_epochs), L2 penalty
-                       weight_decay * sum(w^2) on all weights.
+                       lr_decay_factor at each of lr_decay_epochs, after a linear
+                       warm-up from 0 over warmup_epochs, 0: none), L2 penalty
+                       weight_decay * sum(w^2) over l2_params: all (every parameter) |
+                       no_batchnorm (kernels and biases; BatchNorm scale/bias excluded).
   batch_size           global batch size (divisible by the number of devices).
   num_epochs           training length in epochs (steps_per_epoch = n_train // batch).
   ema_decay            decay of the EMA network evaluated beside the net.
@@ -79,6 +96,13 @@ Config reference (classification task, `task="classify"`):
                        start by more than half is warned about in the log.
   eval_batch_size      global evaluation batch size.
   eval_every_epochs    evaluate the net and its EMA every so many epochs and at the end.
+  select.*             model selection ("early stopping") of the reported net (the EMA
+                       for SGN): split ("" = off; an evaluated split, e.g. val, or test
+                       = WebVision's val set), metric (accuracy | top5_accuracy | nll |
+                       ece), after_epochs (candidates: evaluations at epoch >
+                       after_epochs). metrics.json adds selected/step, selected/epoch,
+                       selected/<split>/<metric>; checkpoints keep the selected net
+                       (extra.selected).
   log_every_steps, checkpoint_every_steps, keep_checkpoints, stop_after_steps.
   allow_changes        rerunning in a workdir that holds a run resumes it only if the
                        keys that define the run are unchanged; the keys that may
@@ -142,11 +166,16 @@ Streamed datasets (`streaming_config`: clothing1m, mini_webvision, source=stream
   dataset.samples_per_class  >0: class-balanced subset of the noisy train set per epoch.
   dataset.crop_size, dataset.resize  0: the authors' sizes (224/227 crops of 256x256).
   input.mixup_alpha    >0: mixup on the device (methods with soft labels: ce, sgn).
-  model_pretrained     torchvision ResNet weights (.npz/.pth) for the backbone.
+  model_pretrained     ImageNet weights for the backbone: Keras .h5 (resnet50_keras) or
+                       torchvision .npz/.pth (resnet18/34/50); "" = none, "none" = none
+                       on purpose (where the cell requires weights).
+  model_pretrained_required  the cell fine-tunes pretrained weights (Clothing1M): an
+                       empty model_pretrained is an error before any data is read.
 """
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import difflib
 
@@ -242,6 +271,21 @@ def method_args(method: str, per_method: dict | None = None) -> ml_collections.C
   return ml_collections.ConfigDict(args)
 
 
+def derive(cell: dict, **changes) -> dict:
+  """A new cell: `cell` with `changes`, nested dicts merged key by key (a value of None
+  removes the key). For config files that differ from another file's cell in a few
+  values, e.g. `derive(cifar10_sym.CELL, noise="asym")`."""
+  out = copy.deepcopy(cell)
+  for key, value in changes.items():
+    if value is None:
+      out.pop(key, None)
+    elif isinstance(value, dict) and isinstance(out.get(key), dict):
+      out[key] = derive(out[key], **value)
+    else:
+      out[key] = copy.deepcopy(value)
+  return out
+
+
 def _set_defaults(config: ml_collections.ConfigDict, block: dict, defaults: dict) -> None:
   """Sets each key of `defaults` on `config`: the cell block's value, else the default."""
   for key, default in defaults.items():
@@ -269,8 +313,9 @@ CLASSIFY_LOOP = dict(
 GMM = dict(num_classes=4, num_train=20_000, num_test=4_000)
 
 
-def _dataset(cell: dict, source: str, subset: int,
-             val_fraction: float) -> ml_collections.ConfigDict:
+def _dataset(cell: dict, source: str, subset: int, val_fraction: float,
+             val_split: str | None = None) -> ml_collections.ConfigDict:
+  from sgn_jax.data import loading  # pylint: disable=g-import-not-at-top
   dataset = ml_collections.ConfigDict()
   dataset.name = cell["dataset"]
   dataset.source = source
@@ -281,18 +326,23 @@ def _dataset(cell: dict, source: str, subset: int,
   dataset.cifar_n_dir = _placeholder(str)
   dataset.train_subset = subset
   dataset.val_fraction = val_fraction
+  # random (seeded by `seed`) | last (the last rows in the dataset's order, every seed)
+  dataset.val_split = val_split or loading.DatasetSpec.val_split
   dataset.seed = 0  # seed of synthetic data (gmm2d); the run's seed is `seed`
   dataset.gmm = ml_collections.ConfigDict(cell.get("gmm", GMM))
   return dataset
 
 
-def _noise(cell: dict, rate: float, convention: str, label_set: str) -> ml_collections.ConfigDict:
+def _noise(cell: dict, rate: float, convention: str, label_set: str,
+           assumed_rate: float = 0.0) -> ml_collections.ConfigDict:
   noise = ml_collections.ConfigDict()
   noise.kind = cell["noise"]
   noise.rate = rate
   noise.convention = convention
   noise.label_set = label_set
   noise.labels_file = ""  # npz of labels (+ transition) replacing the draw, e.g. a corrector's
+  # kind=none: T assumed symmetric at this rate for clean labels (TDSM's clean benchmark: 0.05)
+  noise.assumed_rate = assumed_rate
   return noise
 
 
@@ -300,6 +350,8 @@ def _classification(cell: dict, *, method: str, seed: int, epochs: int,
                     dataset: ml_collections.ConfigDict, noise: ml_collections.ConfigDict,
                     input_: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The classification config around given dataset/noise/input blocks."""
+  from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  from sgn_jax import methods  # pylint: disable=g-import-not-at-top
   block = cell["classify"]
   config = ml_collections.ConfigDict()
   config.task = "classify"
@@ -314,15 +366,31 @@ def _classification(cell: dict, *, method: str, seed: int, epochs: int,
   config.dataset = dataset
   config.noise = noise
   config.num_classes = cell["num_classes"]
-  config.model = ml_collections.ConfigDict(block["model"])
+  # the cell's model, with the chosen method's additions (`model_by_method`; its
+  # `split_head=True` becomes head_groups, one dense layer per output group of the method)
+  model = dict(block["model"])
+  per_method = dict(block.get("model_by_method", {}).get(method, {}))
+  if per_method.pop("split_head", False):
+    per_method["head_groups"] = methods.get_method(
+        method, config.method_args.to_dict()).output_groups(cell["num_classes"])
+  config.model = ml_collections.ConfigDict({**model, **per_method})
   config.input = input_
   # SGD; lr times lr_decay_factor at each of lr_decay_epochs; L2 weight_decay * sum(w^2).
   config.optim = _pick(block["optim"], "learning_rate", "momentum", "nesterov", "weight_decay",
                        "lr_decay_epochs", "lr_decay_factor")
+  # the weights of the L2 penalty: all | no_batchnorm (kernels and biases only)
+  config.optim.l2_params = block["optim"].get("l2_params", classification.Settings.l2_params)
+  # linear warm-up of the learning rate from 0 over so many epochs (0: none)
+  config.optim.warmup_epochs = float(
+      block["optim"].get("warmup_epochs", classification.Settings.warmup_epochs))
   config.batch_size = block["batch_size"]
   config.num_epochs = epochs
   config.ema_decay = block["ema_decay"]
   config.ema_warmup = block.get("ema_warmup", False)  # min(decay, (1+t)/(10+t)) per step t
+  # model selection of the reported net: split ("" = off), metric, after_epochs
+  select = dataclasses.asdict(classification.Selection(**block.get("select", {})))
+  config.select = ml_collections.ConfigDict({**select, "after_epochs": float(
+      select["after_epochs"])})
   _set_defaults(config, block, CLASSIFY_LOOP)
   return config
 
@@ -340,7 +408,8 @@ def _classification_from_args(cell: dict,
   block = cell["classify"]
   return _classification(
       cell, method=args.method, seed=args.seed, epochs=args.epochs,
-      dataset=_dataset(cell, args.source, args.subset, block["val_fraction"]),
+      dataset=_dataset(cell, args.source, args.subset, block["val_fraction"],
+                       block.get("val_split")),
       noise=_noise(cell, args.rate, args.convention, args.label_set),
       input_=_pick(block["input"], "mean", "std", "crop_padding", "flip"))
 
@@ -383,7 +452,10 @@ def streaming_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
       noise=_noise(cell, cell["rate"], block["convention"], cell.get("label_set", "")),
       input_=input_)
   if "model_pretrained" in block:
-    config.model_pretrained = block["model_pretrained"]  # ImageNet weights, "" = none
+    # ImageNet weights of the backbone; "" = none, "none" = none on purpose
+    config.model_pretrained = block["model_pretrained"]
+    # True: "" is an error naming how to get the weights (before any data is read)
+    config.model_pretrained_required = block.get("model_pretrained_required", False)
   return config
 
 
@@ -432,16 +504,17 @@ def diffusion_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   Arguments: method (dsm | tdsm), task, rate, seed, kimg (diffusion duration),
   classifier_kimg, estimator, classifier_dir, subset, source, convention,
   corrector (pipeline: a classification method whose labels TDSM trains on),
-  corrector_epochs (its epochs; 0: the cell's). The cell's `diffusion` block gives the
-  per-dataset values.
+  corrector_epochs (its epochs; 0: the cell's), assumed_rate (clean labels, `rate=0`: the
+  symmetric rate of the T assumed for them; the paper's clean benchmark is
+  `:rate=0,assumed_rate=0.05`). The cell's `diffusion` block gives the per-dataset values.
   """
   block = cell["diffusion"]
   classifier = block["classifier"]
   args = parse_arg(
       arg, method="tdsm", task="diffusion", rate=cell["rate"], seed=0,
       kimg=block["duration_kimg"], classifier_kimg=classifier["duration_kimg"],
-      estimator=TDSMSettings.estimator, classifier_dir="", subset=0, source=cell["source"],
-      convention=block["convention"], corrector="", corrector_epochs=0)
+      estimator=block.get("estimator", TDSMSettings.estimator), classifier_dir="", subset=0, source=cell["source"],
+      convention=block["convention"], corrector="", corrector_epochs=0, assumed_rate=0.0)
   if args.method not in DIFFUSION_METHODS:
     raise ValueError(f"method={args.method!r} is not a diffusion method; allowed: "
                      f"{list(DIFFUSION_METHODS)}")
@@ -453,10 +526,14 @@ def diffusion_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   config.seed = args.seed
   # Data and noise: the classification config's fields, no validation split.
   config.dataset = _dataset(cell, args.source, args.subset, val_fraction=0.0)
-  config.noise = _noise(cell, args.rate, args.convention, cell.get("label_set", ""))
+  config.noise = _noise(cell, args.rate, args.convention, cell.get("label_set", ""),
+                        args.assumed_rate)
   config.num_classes = cell["num_classes"]
   config.pad_to = block["pad_to"]
   config.conditional = True
+  # f32 matmul/convolution precision of the networks (the authors disable TF32): highest |
+  # high | default (jax.default_matmul_precision; on CPUs all are float32)
+  config.matmul_precision = "highest"
 
   config.precond = ml_collections.ConfigDict(dict(
       kind="edm", sigma_data=block["precond"]["sigma_data"], p_mean=-1.2, p_std=1.2))
@@ -497,6 +574,12 @@ def diffusion_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   config.classifier.kwargs = ml_collections.ConfigDict()
   config.classifier.transition = "known"  # known | learned (VolMinNet) | none (noisy target)
   config.classifier.volmin_weight = VOLMIN_WEIGHT
+  # transition=learned (VolMinNet), the authors' classifier loop: lr times 1, 0.1, 0.01, 1
+  # between these kimg boundaries (no warm-up), theta frozen from freeze_transition_kimg
+  # (0: never); `volmin_lr_kimg=()` keeps the warm-up schedule of classifier.optim.
+  config.classifier.volmin_lr_kimg = (1_500.0, 3_000.0, 7_500.0)
+  config.classifier.volmin_lr_factors = (1.0, 0.1, 0.01, 1.0)
+  config.classifier.freeze_transition_kimg = 7_500.0
   config.classifier.batch_size = classifier["batch_size"]
   config.classifier.eval_batch_size = classifier["eval_batch_size"]
   config.classifier.duration_kimg = args.classifier_kimg
@@ -531,7 +614,7 @@ def diffusion_config(cell: dict, arg: str | None) -> ml_collections.ConfigDict:
   # CAS classifier; ""/0: lnrd.metrics.cas.CAS_DEFAULTS (2-conv CNN 10 epochs on MNIST,
   # ResNet-50 100 epochs with lr 0.1 decayed at 50 and 75 on CIFAR)
   config.evaluate.cas = ml_collections.ConfigDict(dict(
-      arch="", epochs=0, batch_size=0, learning_rate=0.0))
+      arch=evaluate.get("cas_arch", ""), epochs=0, batch_size=0, learning_rate=0.0))
 
   # task=discover (lnrd.discovery): rank training examples by the weight of their label.
   # (lnrd.discovery.DiscoverSettings' defaults; assumed_rate: clean data's assumed T)

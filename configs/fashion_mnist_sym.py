@@ -5,65 +5,23 @@ r"""Fashion-MNIST with symmetric label noise: classification (SGN) and diffusion
 
 SGN by default (`:method=ce` the CE baseline, or any of the nine baselines);
 `:method=dsm|tdsm` trains a diffusion model (TDSM paper), `:task=noisy_classifier` its
-time-dependent classifier, `:task=generate` samples. `CELL` below holds every value that
-defines this experiment; arguments after the colon: see
+time-dependent classifier, `:task=generate` samples. Arguments after the colon: see
 `configs.common.classification_config` and `configs.common.diffusion_config`.
+
+`CELL`: MNIST's experiment (`configs/mnist_sym.py`, every value) on Fashion-MNIST:
+the same networks, schedules and noise, Fashion-MNIST's normalisation.
 """
 
 from configs import common
+from configs import mnist_sym
+from sgn_jax.data import dataset
 
-CELL = dict(
+FASHION_MNIST = dataset.get_info("fashion_mnist")
+
+CELL = common.derive(
+    mnist_sym.CELL,
     dataset="fashion_mnist",
-    num_classes=10,
-    source="tfds",  # `:source=`
-    noise="sym",  # relabel uniformly with probability rate; the convention picks the classes
-    rate=0.4,  # default of `:rate=`
-    classify=dict(
-        convention="tdsm",  # TDSM's, SPEC §1 (SGN has no MNIST experiment)
-        epochs=3,  # a few minutes on a 2-core CPU
-        val_fraction=0.0,
-        model=dict(name="cnn", batch_norm=True),  # SGN's regression loss diverges without BN
-        input=dict(mean=(0.2860,), std=(0.3530,), crop_padding=0, flip=False),
-        # SPEC §2's optimiser (SGD, Nesterov 0.9, constant lr), batch and EMA, as on CIFAR.
-        optim=dict(learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=2.5e-4,
-                   lr_decay_epochs=(), lr_decay_factor=0.1),
-        batch_size=128,
-        # Not a paper cell and a short run (3 epochs, 1,404 steps): the schedule constants
-        # follow its length. EMA with warm-up, min(0.9999, (1+t)/(10+t)) at step t (a
-        # fixed 0.9999 would keep 87% of the random start); SGN's alpha such that the
-        # label correction 1 - alpha^epochs at the end is CIFAR's 0.995 after 600 epochs
-        # (95%): alpha = 0.995^(600 / epochs), 0.367 at 3 epochs.
-        ema_decay=0.9999,
-        ema_warmup=True,
-        sgn_alpha_like=(0.995, 600),
-        method_args=dict(sgn=dict(gamma=0.001)),  # SPEC §2 (CIFAR's gamma)
-    ),
-    diffusion=dict(  # SPEC §1: EDM's training (train.py) as the authors ran it
-        convention="tdsm",  # TDSM's: flips to the other classes only (SPEC §1)
-        duration_kimg=200_000.0,  # 200 Mimg; `:kimg=`
-        pad_to=32,  # zero-padded from 28x28
-        precond=dict(sigma_data=0.5),
-        network=dict(arch="ddpmpp_mnist", dropout=0.13),  # 32 channels, 1 block per resolution
-        augment=dict(p=0.12),  # EDM's non-leaky augmentation, augment labels to the net
-        optim=dict(learning_rate=1e-3, warmup_kimg=10_000.0),  # Adam, 10 Mimg linear warm-up
-        batch_size=512,
-        ema_halflife_kimg=500.0,  # 0.5 Mimg (ramp-up ratio 0.05: configs.common)
-        snapshot_every_kimg=5_000.0,  # sample grids
-        classifier=dict(  # the time-dependent classifier (2-conv CNN)
-            arch="cnn",
-            duration_kimg=20_000.0,  # `:classifier_kimg=`
-            batch_size=512,
-            eval_batch_size=1000,
-            eval_every_kimg=2_000.0,
-            optim=dict(learning_rate=1e-3, warmup_kimg=1_000.0),  # Adam (SPEC §1: 10 Mimg warm-up)
-        ),
-        evaluate=dict(  # task=evaluate: the paper's metrics (MNIST: Density/Coverage/CAS, SPEC §1)
-            per_class=1_000,
-            num_real=10_000,  # real reference images (0: all)
-            metrics=("density_coverage", "cw_density_coverage", "cas"),
-            feature_nets=("inception", "classifier"),  # classifier: evaluate.feature_classifier_dir
-        ),
-    ),
+    classify=dict(input=dict(mean=FASHION_MNIST.mean, std=FASHION_MNIST.std)),
 )
 
 

@@ -6,11 +6,15 @@ r"""MNIST with symmetric label noise: classification (SGN) and diffusion (TDSM).
 SGN by default (`:method=ce` the CE baseline, or any of the nine baselines);
 `:method=dsm|tdsm` trains a diffusion model (TDSM paper), `:task=noisy_classifier` its
 time-dependent classifier, `:task=generate` samples. `CELL` below holds every value that
-defines this experiment; arguments after the colon: see
-`configs.common.classification_config` and `configs.common.diffusion_config`.
+defines this experiment (mnist_asym.py and fashion_mnist_*.py derive theirs from it);
+arguments after the colon: see `configs.common.classification_config` and
+`configs.common.diffusion_config`.
 """
 
 from configs import common
+from sgn_jax.data import dataset
+
+MNIST = dataset.get_info("mnist")
 
 CELL = dict(
     dataset="mnist",
@@ -23,7 +27,7 @@ CELL = dict(
         epochs=3,  # a few minutes on a 2-core CPU
         val_fraction=0.0,
         model=dict(name="cnn", batch_norm=True),  # SGN's regression loss diverges without BN
-        input=dict(mean=(0.1307,), std=(0.3081,), crop_padding=0, flip=False),
+        input=dict(mean=MNIST.mean, std=MNIST.std, crop_padding=0, flip=False),
         # SPEC §2's optimiser (SGD, Nesterov 0.9, constant lr), batch and EMA, as on CIFAR.
         optim=dict(learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=2.5e-4,
                    lr_decay_epochs=(), lr_decay_factor=0.1),
@@ -49,19 +53,26 @@ CELL = dict(
         batch_size=512,
         ema_halflife_kimg=500.0,  # 0.5 Mimg (ramp-up ratio 0.05: configs.common)
         snapshot_every_kimg=5_000.0,  # sample grids
+        # the authors' gradient path (tdsm@6a57a54 training/loss.py:309-319); `:estimator=`
+        estimator="official",
         classifier=dict(  # the time-dependent classifier (2-conv CNN)
             arch="cnn",
-            duration_kimg=20_000.0,  # `:classifier_kimg=`
-            batch_size=512,
+            # tdsm@6a57a54 train_classifier.py:48 (200 Mimg; README.md:64 loads its
+            # network-snapshot-200000.pkl), README.md:53-54 (--batch 1024)
+            duration_kimg=200_000.0,  # `:classifier_kimg=`
+            batch_size=1024,
             eval_batch_size=1000,
             eval_every_kimg=2_000.0,
-            optim=dict(learning_rate=1e-3, warmup_kimg=1_000.0),  # Adam (SPEC §1: 10 Mimg warm-up)
+            # Adam 1e-3, 10 Mimg linear warm-up (tdsm@6a57a54 training/classifier_loop.py:36,128)
+            optim=dict(learning_rate=1e-3, warmup_kimg=10_000.0),
         ),
         evaluate=dict(  # task=evaluate: the paper's metrics (MNIST: Density/Coverage/CAS, SPEC §1)
             per_class=1_000,
             num_real=10_000,  # real reference images (0: all)
             metrics=("density_coverage", "cw_density_coverage", "cas"),
             feature_nets=("inception", "classifier"),  # classifier: evaluate.feature_classifier_dir
+            # the authors' CAS network (tdsm@6a57a54 training/networks.py:1015-1041)
+            cas_arch="tdsm_cnn",
         ),
     ),
 )

@@ -196,7 +196,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
   """
   denoise_fn = make_denoiser(model, precond, num_classes)
   preprocess = preprocess or images_lib.to_model_range
-  decay_fn = ema_decay if callable(ema_decay) else (lambda step: ema_decay)
+  decay_fn = ema.as_schedule(ema_decay)
 
   def step(state: TrainState, batch, key):
     augment_key, loss_key, dropout_key = jax.random.split(key, 3)
@@ -282,8 +282,6 @@ def make_sampler(model: nn.Module, precond: edm.Preconditioning, num_classes: in
   preconditioned network in eval mode; pass another one for e.g. an affine mix.
   """
   if denoise_fn_with_params is None:
-    denoise_fn = make_denoiser(model, precond, num_classes)
-    denoise_fn_with_params = lambda variables, x, sigma, labels: denoise_fn(
-        variables, x, sigma, labels)
+    denoise_fn_with_params = make_denoiser(model, precond, num_classes)  # eval mode
   return sampler_lib.make_sharded_sampler(
       denoise_fn_with_params, mesh, **settings.sampler_kwargs(precond.sampling_range))

@@ -133,6 +133,8 @@ def _noise_text(facts: dict) -> str:
           f"{facts.get('seed', '?')}")
   if noise.get("labels_file"):
     text += f", labels from {noise['labels_file']}"
+  if noise.get("assumed_rate"):
+    text += f", T assumed symmetric at noise.assumed_rate={noise['assumed_rate']}"
   return text
 
 
@@ -160,7 +162,8 @@ def check_classifier_fits(classifier: ExportedClassifier, facts: dict, path: str
       and transition is not None):
     gap = float(np.max(np.abs(np.asarray(classifier.transition) - np.asarray(transition))))
     if gap > 1e-5:
-      problems.append(f"its transition matrix differs from this run's (max |dT| = {gap:.3g})")
+      problems.append(f"its transition matrix differs from this run's (max |dT| = {gap:.3g}): "
+                      f"it was trained for {_noise_text(meta)}; this run is {_noise_text(facts)}")
   if problems:
     raise RunError(
         f"{what}={path!r} does not fit this run: " + "; ".join(problems)

@@ -40,7 +40,9 @@ Noisy-label pieces (pure functions):
   of the authors' `EDMClassifierLoss` / `EDMClassifierWithVMLoss`.
 * VolMinNet-style learned transition (`EDMPrecond_classifier_with_transition_
   matrix` + `EDMClassifierWithVMLoss`): `init_volmin_theta`,
-  `volmin_transition`, `volmin_regularizer`.
+  `volmin_transition`, `volmin_regularizer`, and the authors' optimiser of it
+  (`training/classifier_loop.py`): `volmin_optimizer` with the piecewise-constant
+  `volmin_learning_rate` and theta frozen from `transition_freeze_step` on.
 
 `torch_state_dict_to_params` converts the authors' classifier state dicts.
 """
@@ -474,6 +476,98 @@ def volmin_regularizer(transition: jax.Array) -> jax.Array:
   """
   sign, logabs = jnp.linalg.slogdet(jnp.asarray(transition, jnp.float32))
   return jnp.where(sign > 0, logabs, jnp.where(sign == 0, -jnp.inf, jnp.nan))
+
+
+# -----------------------------------------------------------------------------
+# VolMinNet's optimiser: the authors' learning-rate steps and the frozen transition.
+
+
+def _first_step_reaching(kimg: float, batch_size: int) -> int:
+  """The first step whose images seen before it (step * batch_size) reach kimg * 1000."""
+  return -(-int(round(kimg * 1000)) // batch_size)
+
+
+def volmin_learning_rate(learning_rate: float, *, boundaries_kimg: Sequence[float],
+                         factors: Sequence[float], batch_size: int) -> Callable:
+  """The authors' piecewise-constant VolMinNet learning rate, as an optax schedule.
+
+  At a step that has seen nimg = step * batch_size images before it, the rate is
+  learning_rate * factors[i], i = the number of boundaries with nimg >= 1000 *
+  boundaries_kimg[i] (no warm-up). The authors' loop (tdsm@6a57a54
+  training/classifier_loop.py:117-126) uses boundaries (1500, 3000, 7500) kimg and
+  factors (1, 0.1, 0.01, 1): the rate returns to its full value after 7.5 Mimg.
+
+  Args:
+    learning_rate: the base rate.
+    boundaries_kimg: strictly increasing, positive, in thousands of images.
+    factors: len(boundaries_kimg) + 1 non-negative multipliers.
+    batch_size: images per step.
+
+  Returns:
+    `schedule(count) -> rate` (count: the optimiser's step count, from 0).
+
+  Raises:
+    ValueError: boundaries not positive and increasing, factors of the wrong
+      length or negative, batch_size < 1.
+  """
+  boundaries = tuple(float(b) for b in boundaries_kimg)
+  factors = tuple(float(f) for f in factors)
+  if not boundaries or any(b <= 0 for b in boundaries) or any(
+      b >= c for b, c in zip(boundaries, boundaries[1:])):
+    raise ValueError(f"boundaries_kimg={boundaries} must be positive and strictly increasing")
+  if len(factors) != len(boundaries) + 1 or any(f < 0 for f in factors):
+    raise ValueError(f"factors={factors} must be {len(boundaries) + 1} non-negative numbers "
+                     "(one more than boundaries_kimg)")
+  if batch_size < 1:
+    raise ValueError(f"batch_size={batch_size} must be >= 1")
+  steps = jnp.asarray([_first_step_reaching(b, batch_size) for b in boundaries], jnp.int32)
+  rates = jnp.asarray([learning_rate * f for f in factors], jnp.float32)
+
+  def schedule(count):
+    return rates[jnp.sum(jnp.asarray(count, jnp.int32) >= steps)]
+  return schedule
+
+
+def transition_freeze_step(freeze_kimg: float, batch_size: int) -> int | None:
+  """The first step at which VolMinNet's theta is frozen: the first with more than
+  freeze_kimg * 1000 images seen before it (the authors set `requires_grad=False` once
+  7.5M < cur_nimg, training/classifier_loop.py:102-104); None when freeze_kimg <= 0."""
+  if freeze_kimg <= 0:
+    return None
+  return int(round(freeze_kimg * 1000)) // batch_size + 1
+
+
+def volmin_optimizer(learning_rate: float, *, batch_size: int, lr_kimg: Sequence[float],
+                     lr_factors: Sequence[float], freeze_transition_kimg: float,
+                     warmup_kimg: float, beta1: float, beta2: float,
+                     eps: float) -> optax.GradientTransformation:
+  """Adam of the VolMinNet classifier (params {"net": ..., "theta": ...}), as the authors'.
+
+  EDM's non-finite-gradient sanitising and Adam with `volmin_learning_rate` over
+  `lr_kimg` / `lr_factors` (an empty `lr_kimg`: EDM's linear warm-up over
+  `warmup_kimg` instead). From `transition_freeze_step(freeze_transition_kimg)` on,
+  theta's updates are zero and its Adam moments are no longer updated (torch's Adam
+  skips a parameter without gradient), while the network trains on; freeze_transition_kimg
+  <= 0 never freezes.
+  """
+  if lr_kimg:
+    schedule = volmin_learning_rate(learning_rate, boundaries_kimg=lr_kimg, factors=lr_factors,
+                                    batch_size=batch_size)
+  else:
+    schedule = edm.edm_learning_rate(learning_rate, warmup_kimg, batch_size)
+
+  def adam():
+    return optax.chain(edm.sanitize_gradients(),
+                       optax.adam(schedule, b1=beta1, b2=beta2, eps=eps))
+
+  freeze = transition_freeze_step(freeze_transition_kimg, batch_size)
+  if freeze is None:
+    return adam()
+  theta = optax.transforms.conditionally_mask(adam(), lambda step: step < freeze)
+  return optax.multi_transform(
+      {"net": adam(), "theta": theta},
+      lambda params: {k: jax.tree.map(lambda _, k=k: "theta" if k == "theta" else "net", v)
+                      for k, v in params.items()})
 
 
 # -----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 from sgn_jax.training.train_state import TrainState
 from sgn_jax.training.train_state import init_replicated
+from sgn_jax.training.train_state import num_params
 
 ECE_BINS = 15
 NonFiniteLossError = loop.NonFiniteLossError  # one error for every training loop
@@ -80,15 +81,42 @@ def build_model(name: str, num_classes: int, method: methods_lib.Method,
   return models.get_model(name, method.num_outputs(num_classes), **model_kwargs)
 
 
-def sgd(learning_rate: float, *, momentum: float = 0.9, nesterov: bool = True,
-        decay_epochs=(), decay_factor: float = 0.1,
-        steps_per_epoch: int = 1) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum (SPEC §2): a constant learning rate, multiplied by
-  `decay_factor` at each epoch of `decay_epochs` (Clothing1M: 5)."""
+def learning_rate_schedule(learning_rate: float, *, decay_epochs=(), decay_factor: float = 0.1,
+                           warmup_epochs: float = 0.0, steps_per_epoch: int = 1):
+  """The learning rate of each step (a number when it is constant).
+
+  A constant `learning_rate`, multiplied by `decay_factor` at each epoch of
+  `decay_epochs` (Clothing1M: 5); with `warmup_epochs` > 0 the first
+  W = round(warmup_epochs * steps_per_epoch) steps instead ramp linearly from 0,
+  lr(t) = learning_rate * t / W for t < W (t counts updates from 0), then the
+  schedule above, its decay epochs counted from the start of training (Uncertainty
+  Baselines' `AddWarmupDecaySchedule`, which the SGN authors' WebVision run wraps
+  around its constant rate).
+  """
   lr = learning_rate
   if decay_epochs:
     lr = optax.piecewise_constant_schedule(
         learning_rate, {int(e * steps_per_epoch): decay_factor for e in decay_epochs})
+  warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+  if warmup_steps <= 0:
+    return lr
+  after = lr if callable(lr) else (lambda step: lr)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.where(step < warmup_steps, learning_rate * step / warmup_steps, after(step))
+  return schedule
+
+
+def sgd(learning_rate: float, *, momentum: float = 0.9, nesterov: bool = True,
+        decay_epochs=(), decay_factor: float = 0.1, warmup_epochs: float = 0.0,
+        steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum (SPEC §2) on `learning_rate_schedule`: a constant
+  learning rate, multiplied by `decay_factor` at each epoch of `decay_epochs`, after a
+  linear warm-up from 0 over `warmup_epochs` (0: none)."""
+  lr = learning_rate_schedule(learning_rate, decay_epochs=decay_epochs,
+                              decay_factor=decay_factor, warmup_epochs=warmup_epochs,
+                              steps_per_epoch=steps_per_epoch)
   return optax.sgd(lr, momentum=momentum or None, nesterov=bool(nesterov))
 
 
@@ -140,10 +168,6 @@ def forward(model: nn.Module, params, model_state, images, train: bool, key):
   return model.apply(variables, images, train=train, rngs=rngs), model_state
 
 
-def _decay_fn(ema_decay) -> Callable:
-  return ema_decay if callable(ema_decay) else (lambda step: ema_decay)
-
-
 def _identity(images):
   return images.astype(jnp.float32)
 
@@ -151,8 +175,9 @@ def _identity(images):
 def make_train_step(model: nn.Module, method: methods_lib.Method,
                     tx: optax.GradientTransformation, *, num_classes: int,
                     steps_per_epoch: int, ema_decay: float | Callable = 0.9999,
-                    weight_decay: float = 0.0, preprocess: Callable | None = None,
-                    mixup_alpha: float = 0.0, mesh=None) -> Callable:
+                    weight_decay: float = 0.0, l2_params: str = "all",
+                    preprocess: Callable | None = None, mixup_alpha: float = 0.0,
+                    mesh=None) -> Callable:
   """`step(state, batch, key) -> (state, metrics)`: one update of net, EMA and
   per-example state on `batch` = {"image", "label"[, "index"]}.
 
@@ -165,16 +190,21 @@ def make_train_step(model: nn.Module, method: methods_lib.Method,
       with epoch schedules (SGN's label correction, ELR, NAL).
     ema_decay: the EMA's decay, a number or a `step -> decay` schedule
       (`sgn_jax.training.ema`).
-    weight_decay: L2 penalty weight_decay * sum(w^2) on all weights.
+    weight_decay: L2 penalty weight_decay * sum(w^2) over the weights `l2_params` names.
+    l2_params: "all" (every parameter) or "no_batchnorm" (conv and dense kernels and
+      biases; BatchNorm scales and biases excluded), see `losses.l2_mask`.
     preprocess: raw images -> network inputs (e.g. `device_data.normalize` with the
       dataset's mean/std); default: cast to float32.
     mixup_alpha: > 0: mixup on the device after preprocessing (soft labels).
     mesh: the mesh the per-example tables are row-sharded on (None: plain arrays).
   """
+  if l2_params not in losses.L2_PARAMS:
+    raise ValueError(f"l2_params={l2_params!r} is not known; allowed: {list(losses.L2_PARAMS)}")
   preprocess = preprocess or _identity
-  decay_fn = _decay_fn(ema_decay)
+  decay_fn = ema.as_schedule(ema_decay)
 
   def step(state: TrainState, batch, key):
+    l2_mask = losses.l2_mask(state.params, state.model_state, l2_params)  # at trace time
     images, labels = preprocess(batch["image"]), batch["label"]
     idx = batch.get("index")
     model_key, ema_key, loss_key, mixup_key = jax.random.split(key, 4)
@@ -206,7 +236,7 @@ def make_train_step(model: nn.Module, method: methods_lib.Method,
           ema_outputs=ema_outputs, epoch=epoch, key=loss_key, num_classes=num_classes,
           soft_labels=soft_labels))
       data_loss = per_example.mean()
-      loss = data_loss + weight_decay * losses.l2_penalty(params)
+      loss = data_loss + weight_decay * losses.l2_penalty(params, l2_mask)
       return loss, (data_loss, outputs, new_model_state, new_rows, method_metrics)
 
     (loss, (data_loss, outputs, new_model_state, new_rows, method_metrics)), (
@@ -245,18 +275,26 @@ def make_train_step(model: nn.Module, method: methods_lib.Method,
   return step
 
 
+def _eval_log_probs(model: nn.Module, method: methods_lib.Method,
+                    preprocess: Callable | None) -> Callable:
+  """`(params, model_state, images) -> (B, C)` log p(c | x) in evaluation mode (HET's
+  Monte-Carlo samples with a fixed key)."""
+  preprocess = preprocess or _identity
+
+  def log_probs(params, model_state, images):
+    key = jax.random.PRNGKey(0)
+    outputs, _ = forward(model, params, model_state, preprocess(images), train=False, key=key)
+    return method.log_probs(outputs, key)
+  return log_probs
+
+
 def make_predict_probs(model: nn.Module, method: methods_lib.Method,
                        preprocess: Callable | None = None) -> Callable:
   """`predict_probs(params, model_state, images) -> (B, C)`: the method's predictive
   distribution p(c | x) of raw images in evaluation mode (HET's Monte-Carlo samples
   with a fixed key)."""
-  preprocess = preprocess or _identity
-
-  def predict_probs(params, model_state, images):
-    key = jax.random.PRNGKey(0)
-    outputs, _ = forward(model, params, model_state, preprocess(images), train=False, key=key)
-    return jnp.exp(method.log_probs(outputs, key))
-  return predict_probs
+  log_probs = _eval_log_probs(model, method, preprocess)
+  return lambda params, model_state, images: jnp.exp(log_probs(params, model_state, images))
 
 
 def make_eval_sums(model: nn.Module, method: methods_lib.Method,
@@ -264,12 +302,10 @@ def make_eval_sums(model: nn.Module, method: methods_lib.Method,
   """`eval_sums(params, model_state, images, labels, mask)`: sums over one padded
   eval batch of correct top-1 and top-5 predictions, NLL, count, and the per-bin
   statistics of the expected calibration error (15 bins); see `summarize_eval`."""
-  preprocess = preprocess or _identity
+  log_probs = _eval_log_probs(model, method, preprocess)
 
   def eval_sums(params, model_state, images, labels, mask):
-    key = jax.random.PRNGKey(0)  # HET's Monte-Carlo samples: fixed for evaluation
-    outputs, _ = forward(model, params, model_state, preprocess(images), train=False, key=key)
-    log_p = method.log_probs(outputs, key)
+    log_p = log_probs(params, model_state, images)
     weight = mask.astype(jnp.float32)
     correct = (jnp.argmax(log_p, -1) == labels).astype(jnp.float32)
     label_log_p = jnp.take_along_axis(log_p, labels[:, None], axis=-1)
@@ -302,8 +338,7 @@ def load_pretrained(state: TrainState, path: str, sharding) -> TrainState:
   `path`; the classifier keeps its fresh initialisation (e.g. 14 Clothing1M classes)."""
   from sgn_jax.models import pretrained  # pylint: disable=g-import-not-at-top
   variables = jax.device_get({"params": state.params, **state.model_state})
-  loaded = pretrained.load_torchvision_resnet(
-      pretrained.load_state_dict_file(path), variables, head="drop")
+  loaded = pretrained.load_pretrained_variables(path, variables, head="drop")
   loaded = jax.device_put(loaded, sharding)
   params, model_state = _split_variables(loaded)
   logging.info("Loaded pretrained weights from %s", path)
@@ -311,14 +346,65 @@ def load_pretrained(state: TrainState, path: str, sharding) -> TrainState:
                        ema_model_state=model_state, opt_state=state.opt_state)
 
 
+def _reported_net(state: TrainState, ema_net: bool):
+  """(params, model_state) of the reported net: the EMA's or the net's."""
+  if ema_net:
+    return state.ema_params, state.ema_model_state
+  return state.params, state.model_state
+
+
+def _selected_copier(mesh) -> Callable:
+  """`keep(params, model_state, value, step)`: what model selection keeps of an
+  evaluation, `{"params", "model_state", "value", "step"}`, as fresh copies (the net's
+  buffers are donated to the next train step) replicated on `mesh`."""
+  def keep(params, model_state, value, step):
+    return {"params": jax.tree.map(jnp.copy, params),
+            "model_state": jax.tree.map(jnp.copy, model_state),
+            "value": jnp.asarray(value, jnp.float32), "step": jnp.asarray(step, jnp.int32)}
+  return jax.jit(keep, out_shardings=mesh_lib.replicated(mesh))
+
+
 def preview_batch(draw_batch: Callable, rng, inputs, step, count: int):
   """The first `count` training images of `step` as the step sees them, augmented,
   before normalisation (for an image grid in TensorBoard)."""
-  draw_key, _ = jax.random.split(jax.random.fold_in(rng, step))
+  draw_key, _ = loop.step_keys(rng, step)  # the key the train step draws with
   return draw_batch(inputs, step, draw_key)["image"][:count]
 
 
 # ---- a whole run ------------------------------------------------------------------
+
+# Metrics a run can select on: "max" (higher is better) or "min".
+SELECT_METRICS = {"accuracy": "max", "top5_accuracy": "max", "nll": "min", "ece": "min"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Model selection ("early stopping"): which evaluation of the reported net is kept.
+
+  split: the evaluation split selected on ("" = off): "val" (the noisy validation
+    split of in-memory datasets; Clothing1M's clean val set) or any other evaluated
+    split, e.g. "test" (mini-WebVision's WebVision val set, the one the SGN authors
+    select on and report).
+  metric: `SELECT_METRICS` of the reported net (the EMA net for methods that predict
+    with it, else the net) on `split`; the first evaluation with the best value wins
+    (a later one must be strictly better, as the authors' `best_val < value`).
+  after_epochs: only evaluations at epoch step / steps_per_epoch > after_epochs are
+    candidates (the authors' WebVision `epoch > 75` on a 0-based epoch index: 76).
+  """
+  split: str = ""
+  metric: str = "accuracy"
+  after_epochs: float = 0.0
+
+  def __post_init__(self):
+    if self.metric not in SELECT_METRICS:
+      raise ValueError(f"select.metric={self.metric!r} is not known; allowed: "
+                       f"{sorted(SELECT_METRICS)}")
+    if not self.after_epochs >= 0:
+      raise ValueError(f"select.after_epochs={self.after_epochs!r} must be >= 0")
+
+  def better(self, value: float, best: float) -> bool:
+    return value > best if SELECT_METRICS[self.metric] == "max" else value < best
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -330,10 +416,12 @@ class Settings:
   name) with `model_kwargs`, `method` with `method_args` (`sgn_jax.methods`),
   `pretrained` (torchvision ResNet weights). Input: `mean`/`std` normalisation,
   on-device `crop_padding`/`flip`, `mixup_alpha`. Optimisation: SGD (`sgd`) with
-  `learning_rate`, `momentum`, `nesterov`, `lr_decay_epochs`/`lr_decay_factor`,
-  L2 `weight_decay`; `batch_size`, `num_epochs`, `ema_decay` (fixed, as SGN's authors,
-  or with `ema_warmup` min(decay, (1 + t) / (10 + t)) for short runs). Evaluation:
-  `eval_batch_size`, every `eval_every_epochs`. `loop`: log/checkpoint/stop.
+  `learning_rate`, `momentum`, `nesterov`, `lr_decay_epochs`/`lr_decay_factor`, a
+  linear warm-up over `warmup_epochs`, L2 `weight_decay` * sum(w^2) over `l2_params`
+  ("all" | "no_batchnorm", `losses.l2_mask`); `batch_size`, `num_epochs`, `ema_decay`
+  (fixed, as SGN's authors, or with `ema_warmup` min(decay, (1 + t) / (10 + t)) for
+  short runs). Evaluation: `eval_batch_size`, every `eval_every_epochs`; `select`:
+  model selection (`Selection`). `loop`: log/checkpoint/stop.
   """
   dataset: loading.DatasetSpec
   num_classes: int
@@ -354,14 +442,17 @@ class Settings:
   momentum: float = 0.9
   nesterov: bool = True
   weight_decay: float = 0.0
+  l2_params: str = "all"
   lr_decay_epochs: tuple = ()
   lr_decay_factor: float = 0.1
+  warmup_epochs: float = 0.0
   batch_size: int = 128
   num_epochs: int = 1
   ema_decay: float = 0.9999
   ema_warmup: bool = False
   eval_batch_size: int = 1000
   eval_every_epochs: int = 1
+  select: Selection = Selection()
   loop: loop.LoopSettings = loop.LoopSettings()
 
   def get_method(self) -> methods_lib.Method:
@@ -402,6 +493,13 @@ def train(settings: Settings, workdir: str, devices=None,
   set (and the noisy validation split when there is one); metrics.json holds the
   last evaluation, `final/test_accuracy` (the EMA net's for SGN with EMA
   prediction, else the net's), the last train metrics and the run's progress.
+  With model selection (`settings.select`, `Selection`) it also holds the selected
+  evaluation of the reported net: `selected/step`, `selected/epoch`,
+  `selected/<split>/<metric>` for every evaluated split and `selected/test_accuracy`
+  (`selected/step` is -1 while no evaluation was a candidate). The selected net itself
+  (params, model_state), its step and value are kept in the train state,
+  `extra["selected"]`, so every checkpoint holds it and a resumed run goes on
+  selecting exactly as an uninterrupted one (`sgn_jax.runs.Run.restore()`).
   """
   s = settings
   with errors.user_input():
@@ -412,6 +510,9 @@ def train(settings: Settings, workdir: str, devices=None,
     data = train_data.create(s.dataset, s.noise, mesh, batch_size=s.batch_size,
                              eval_batch_size=s.eval_batch_size, seed=s.seed,
                              val_fraction=s.val_fraction, num_classes=s.num_classes)
+    if s.select.split and s.select.split not in data.eval_splits:
+      raise ValueError(f"select.split={s.select.split!r} is not evaluated in this run; "
+                       f"evaluated splits: {list(data.eval_splits)}")
     runs.start_run(workdir, config if config is not None else dataclasses.asdict(s),
                    s.record(data), allowed_changes)
   steps_per_epoch = data.steps_per_epoch
@@ -427,33 +528,37 @@ def train(settings: Settings, workdir: str, devices=None,
   model = build_model(s.model, s.num_classes, method, **dict(s.model_kwargs))
   tx = sgd(s.learning_rate, momentum=s.momentum, nesterov=s.nesterov,
            decay_epochs=tuple(s.lr_decay_epochs), decay_factor=s.lr_decay_factor,
-           steps_per_epoch=steps_per_epoch)
+           warmup_epochs=s.warmup_epochs, steps_per_epoch=steps_per_epoch)
   preprocess = normalizer(s.mean, s.std)
   state = init_state(model, tx, data.input_shape,
                      jax.random.fold_in(jax.random.PRNGKey(s.seed), 0), mesh)
   if s.pretrained:
     state = load_pretrained(state, s.pretrained, mesh_lib.replicated(mesh))
   state = with_example_state(state, method, data.train_labels, s.num_classes, mesh)
-  logging.info("parameters: %d",
-               sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)))
+  logging.info("parameters: %d", num_params(state.params))
+  ema_net = bool(method.args.get("ema_prediction"))  # the reported net is the EMA
+  select = s.select
+  if select.split:
+    keep_selected = _selected_copier(mesh)
+    state = state.replace(extra={**state.extra, "selected": keep_selected(
+        *_reported_net(state, ema_net), -1.0, -1)})
 
   ema_decay = ema.warmup_decay(s.ema_decay) if s.ema_warmup else s.ema_decay
-  ema_start = ema.init_weight(ema_decay, total_steps)
-  if method.args.get("ema_prediction") and ema_start > 0.5:
-    logging.warning(
-        "final/test_accuracy will be the EMA network's (method %s predicts with its EMA), "
-        "but after %d steps at ema_decay=%g%s the EMA still weighs its random "
-        "initialisation by %.0f%%: set ema_warmup=True, lower ema_decay or train longer "
-        "(num_epochs)", s.method, total_steps, s.ema_decay,
-        " with warm-up" if s.ema_warmup else "", 100 * ema_start)
+  if method.args.get("ema_prediction"):
+    ema.warn_if_cold(
+        ema_decay, total_steps,
+        uses=(f"final/test_accuracy will be the EMA network's (method {s.method} predicts with "
+              f"its EMA; ema_decay={s.ema_decay:g}{' with warm-up' if s.ema_warmup else ''})"),
+        fix="set ema_warmup=True, lower ema_decay or train longer (num_epochs)")
   train_step = make_train_step(
       model, method, tx, num_classes=s.num_classes, steps_per_epoch=steps_per_epoch,
-      ema_decay=ema_decay, weight_decay=s.weight_decay, preprocess=preprocess,
-      mixup_alpha=s.mixup_alpha, mesh=mesh)
+      ema_decay=ema_decay, weight_decay=s.weight_decay, l2_params=s.l2_params,
+      preprocess=preprocess, mixup_alpha=s.mixup_alpha, mesh=mesh)
   drawer = data.drawer(crop_padding=s.crop_padding, flip=s.flip)
   eval_sums = make_eval_sums(model, method, preprocess)
   writer = writers.create_writer(workdir)
   eval_results: dict[str, float] = {}
+  eval_step = [-1]  # the step of eval_results
 
   def evaluate(step, state):
     results = {}
@@ -468,6 +573,51 @@ def train(settings: Settings, workdir: str, devices=None,
                  ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items())))
     eval_results.clear()
     eval_results.update(results)
+    eval_step[0] = step
+
+  def evaluate_and_select(step, state):
+    """The periodic evaluation; with model selection the state whose
+    extra["selected"] holds the reported net when this evaluation is the best so far."""
+    evaluate(step, state)
+    if not select.split or not step / steps_per_epoch > select.after_epochs:
+      return None
+    value = eval_results[f"{'ema_' if ema_net else ''}{select.split}/{select.metric}"]
+    kept = state.extra["selected"]
+    best, best_step = float(jax.device_get(kept["value"])), int(jax.device_get(kept["step"]))
+    if not np.isfinite(value) or (best_step >= 0 and not select.better(value, best)):
+      return None
+    logging.info("selected the evaluation at epoch %.2f: %s/%s=%.4f of the %s (before: %s)",
+                 step / steps_per_epoch, select.split, select.metric, value,
+                 "EMA net" if ema_net else "net",
+                 f"{best:.4f} at step {best_step}" if best_step >= 0 else "none")
+    return state.replace(extra={**state.extra, "selected": keep_selected(
+        *_reported_net(state, ema_net), value, step)})
+
+  def selected_metrics(state) -> dict[str, float]:
+    kept = state.extra["selected"]
+    step = int(jax.device_get(kept["step"]))
+    out = {"selected/step": step}
+    if step < 0:
+      logging.warning("select.split=%r: no evaluation after epoch %g yet, nothing selected",
+                      select.split, select.after_epochs)
+      return out
+    prefix = "ema_" if ema_net else ""
+    if step == eval_step[0]:  # the last evaluation
+      results = {k[len(prefix):]: v for k, v in eval_results.items()
+                 if k.startswith(prefix) and (prefix or not k.startswith("ema_"))}
+    else:  # the kept copy, evaluated again (the same numbers as at its step)
+      results = {}
+      for split in data.eval_splits:
+        totals, n = data.evaluate(split, eval_sums, kept["params"], kept["model_state"])
+        for k, v in summarize_eval(totals, n, data.num_classes).items():
+          results[f"{split}/{k}"] = v
+    out.update({f"selected/{k}": v for k, v in results.items()})
+    out["selected/epoch"] = step / steps_per_epoch
+    out["selected/test_accuracy"] = results["test/accuracy"]
+    logging.info("selected (%s %s of the %s, epoch %.2f): %s", select.split, select.metric,
+                 "EMA net" if ema_net else "net", step / steps_per_epoch,
+                 ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items())))
+    return out
 
   def at_start(state, inputs):
     writer.write_hparams(writers.flatten_scalars(
@@ -482,22 +632,20 @@ def train(settings: Settings, workdir: str, devices=None,
   result = loop.run(
       state, loop.jit_step(train_step, drawer), data.train_inputs, total_steps=total_steps,
       workdir=workdir, settings=s.loop, mesh=mesh, writer=writer, items_per_step=s.batch_size,
-      periodic=(loop.Periodic(s.eval_every_epochs * steps_per_epoch, evaluate, name="eval"),),
+      periodic=(loop.Periodic(s.eval_every_epochs * steps_per_epoch, evaluate_and_select,
+                              name="eval"),),
       log_scalars=lambda step: {"epoch": step / steps_per_epoch}, at_start=at_start)
   if not eval_results:  # resumed at the very end, or stopped before an epoch ended
-    evaluate(result.step, result.state)
-  reported = "ema_test" if method.args.get("ema_prediction") else "test"
+    evaluate(result.step, result.state)  # reported, not a candidate for selection
+  reported = "ema_test" if ema_net else "test"
   final = {
       **eval_results,
       "final/test_accuracy": eval_results[f"{reported}/accuracy"],
-      **{f"train/{k}": v for k, v in result.train_metrics.items()},
+      **(selected_metrics(result.state) if select.split else {}),
+      **result.summary(),
       "noise/realised_rate": noise_rate,
       "ema/init_weight": ema.init_weight(ema_decay, result.step),
-      "step": result.step,
       "epoch": result.step / steps_per_epoch,
-      "completed": float(result.completed),
-      "train_seconds_this_run": result.seconds,
-      "steps_this_run": result.steps_this_run,
   }
   writers.write_metrics_json(os.path.join(workdir, "metrics.json"), final)
   writer.close()

@@ -29,11 +29,50 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return -jnp.sum(targets.astype(jnp.float32) * log_probs, axis=-1)
 
 
-def l2_penalty(params) -> jax.Array:
-  """sum_w w^2 over every leaf of `params` (weights, biases, BN scales alike)."""
+L2_PARAMS = ("all", "no_batchnorm")
+
+
+def l2_penalty(params, mask=None) -> jax.Array:
+  """sum_w w^2 over the leaves of `params` (`mask`: a pytree of bools of the same
+  structure, e.g. `l2_mask`, True for the leaves to include; None: every leaf, i.e.
+  weights, biases and BN scales alike)."""
   leaves = jax.tree.leaves(params)
+  if mask is not None:
+    included = jax.tree.leaves(mask)
+    if len(included) != len(leaves):
+      raise ValueError(f"l2_penalty: the mask has {len(included)} leaves, params {len(leaves)}")
+    leaves = [p for p, keep in zip(leaves, included) if keep]
   return sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in leaves) if leaves \
       else jnp.zeros((), jnp.float32)
+
+
+def l2_mask(params, model_state=None, which: str = "all"):
+  """Which leaves of `params` an L2 penalty covers: a pytree of Python bools.
+
+  which="all": every leaf. which="no_batchnorm": every leaf but the scale (gamma) and
+  bias (beta) of BatchNorm layers, i.e. convolution and dense kernels and biases only,
+  as the SGN authors' Clothing1M / WebVision code (`'kernel' in var.name or 'bias' in
+  var.name` over Keras variables). A BatchNorm layer is recognised as the module that
+  keeps running statistics: its path in `params` is also a module path of
+  `model_state["batch_stats"]` (Flax's `nn.BatchNorm`, whatever it is named), so no
+  naming convention is assumed. Without batch statistics nothing is excluded.
+  """
+  if which not in L2_PARAMS:
+    raise ValueError(f"l2_params={which!r} is not known; allowed: {list(L2_PARAMS)}")
+  if which == "all":
+    return jax.tree.map(lambda _: True, params)
+  stats = (model_state or {}).get("batch_stats", {})
+  bn_modules = {tuple(_key_name(k) for k in path[:-1])
+                for path, _ in jax.tree_util.tree_leaves_with_path(stats)}
+
+  def keep(path, _):
+    names = tuple(_key_name(k) for k in path)
+    return not (names[:-1] in bn_modules and names[-1] in ("scale", "bias"))
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def _key_name(key) -> str:
+  return str(getattr(key, "key", getattr(key, "name", key)))
 
 
 # --------------------------------------------------------------------------- #

@@ -53,6 +53,9 @@ class LossInputs:
   soft_labels: jax.Array | None = None
 
 
+SOP_NORMALIZATIONS = ("row", "batch")
+
+
 class Method:
   """Cross-entropy; the base of every method."""
   name = "ce"
@@ -76,6 +79,11 @@ class Method:
 
   def num_outputs(self, num_classes: int) -> int:
     return num_classes
+
+  def output_groups(self, num_classes: int) -> tuple[int, ...]:
+    """The network outputs split into the parts the method reads apart (e.g. SGN's
+    mean and scale parameters); one group for methods that read logits."""
+    return (self.num_outputs(num_classes),)
 
   def init_example_state(self, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     del labels, num_classes
@@ -137,6 +145,9 @@ class LogisticNormal(Method):
   def num_outputs(self, num_classes):
     return 2 * num_classes
 
+  def output_groups(self, num_classes):
+    return (num_classes, num_classes)  # mean, r
+
   def loss(self, inputs):
     mean, r = jnp.split(inputs.outputs.astype(jnp.float32), 2, axis=-1)
     return baselines.logistic_normal_nll(
@@ -179,10 +190,25 @@ class EarlyLearningRegularization(Method):
 
 
 class SparseOverParameterization(Method):
-  """SOP: per-example u (B,1) and v (B,K) trained by SGD beside the net."""
+  """SOP: per-example u (B,1) and v (B,K) trained by SGD beside the net.
+
+  `normalization` (`baselines.sop_loss`): "row" (default), the SOP paper's per-example
+  L1 normalisation of the corrected prediction; "batch", the SGN authors' TF code
+  (`tf.norm(prediction, ord=1)` without an axis, src/cifar/sop.py:405-406), which
+  divides by the whole batch's L1 norm and so floors the probabilities at about
+  batch_size * 1e-4 (their CIFAR / CIFAR-N numbers were made with it).
+  """
   name = "sop"
   supports_soft_labels = False
-  defaults = {"lr_u": 1.0, "lr_v": 10.0, "init_std": 1e-8}
+  defaults = {"lr_u": 1.0, "lr_v": 10.0, "init_std": 1e-8, "normalization": "row"}
+
+  def __init__(self, args=None):
+    super().__init__(args)
+    if self.args["normalization"] not in SOP_NORMALIZATIONS:
+      raise ValueError(
+          f"method_args.normalization={self.args['normalization']!r} is not known for "
+          f"method 'sop'; allowed: {list(SOP_NORMALIZATIONS)} (row: the SOP paper's; "
+          "batch: the SGN authors' whole-batch L1 norm)")
 
   @property
   def trainable_state(self):
@@ -196,7 +222,7 @@ class SparseOverParameterization(Method):
   def loss(self, inputs):
     per_example = baselines.sop_loss(
         inputs.outputs, inputs.labels, inputs.example_state["u"], inputs.example_state["v"],
-        inputs.num_classes)
+        inputs.num_classes, normalization=self.args["normalization"])
     return per_example, {}, {}
 
 
@@ -242,6 +268,9 @@ class ShiftedGaussianNoise(Method):
 
   def num_outputs(self, num_classes):
     return num_classes - 1 + self._scale_dim(num_classes)
+
+  def output_groups(self, num_classes):
+    return (num_classes - 1, self._scale_dim(num_classes))  # mu, scale parameters
 
   def loss(self, inputs):
     k1 = inputs.num_classes - 1

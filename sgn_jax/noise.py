@@ -534,13 +534,18 @@ class NoiseSpec:
     noise includes the true class, CIFAR-100 asymmetric is (i+1) mod 100);
     ``label_set``: the CIFAR-N human label set for ``cifar_n``; ``labels_file``:
     an npz of labels (+ transition) used instead of drawing noise
-    (`load_labels_file`).
+    (`load_labels_file`); ``assumed_rate`` in [0, 1): for CLEAN labels (kind
+    ``none`` or rate 0, no labels file), the rate of the symmetric ``T`` (in
+    ``convention``) assumed for them instead of the identity: TDSM's clean
+    benchmark trains its classifier and TDSM with an assumed 5% (the authors'
+    ``--noise_type=sym --noise_rate=0.05`` on clean data); 0 keeps ``T = I``.
     """
     kind: str = "none"
     rate: float = 0.0
     convention: str = "tdsm"
     label_set: str = ""
     labels_file: str = ""
+    assumed_rate: float = 0.0
 
     def __post_init__(self):
         if self.kind not in NOISE_KINDS:
@@ -553,14 +558,33 @@ class NoiseSpec:
             check_rate(self.rate)
         except ValueError as e:
             raise ValueError(f"noise.rate: {e}") from None
+        try:
+            assumed = check_rate(self.assumed_rate)
+        except ValueError as e:
+            raise ValueError(f"noise.assumed_rate: {e}") from None
+        clean = self.kind == "none" or (self.kind != "cifar_n" and float(self.rate) == 0.0)
+        if assumed > 0 and (not clean or self.labels_file):
+            given = (f"noise.labels_file={self.labels_file!r}" if self.labels_file else
+                     f"noise.kind={self.kind!r} at noise.rate={self.rate}")
+            raise ValueError(
+                f"noise.assumed_rate={self.assumed_rate} assumes symmetric noise for CLEAN "
+                f"labels, but {given} gives noisy labels with their own T; allowed only "
+                "with noise.kind='none' or noise.rate=0 and no noise.labels_file: set "
+                "noise.assumed_rate=0, or noise.rate=0 for the clean benchmark")
 
     def draw(self, clean_labels, *, num_classes, dataset, seed, label_sets=None):
         """``(labels, T or None)`` for every training example, in the dataset's
         original order: `load_labels_file` when ``labels_file`` is set (e.g. a
-        corrector's labels and estimated T), else `make_noisy_labels` drawn once
-        from ``seed``."""
+        corrector's labels and estimated T); the clean labels with the symmetric
+        `transition_matrix` at ``assumed_rate`` when it is > 0; else
+        `make_noisy_labels` drawn once from ``seed``."""
         if self.labels_file:
             return load_labels_file(self.labels_file, len(clean_labels), num_classes)
+        if self.assumed_rate > 0:
+            labels, _ = make_noisy_labels(clean_labels, "none", num_classes=num_classes,
+                                          seed=seed)
+            return labels, transition_matrix("sym", num_classes, self.assumed_rate,
+                                             convention=self.convention)
         return make_noisy_labels(
             clean_labels, self.kind, num_classes=num_classes, rate=self.rate,
             dataset=dataset, convention=self.convention, seed=seed, label_sets=label_sets,

@@ -39,6 +39,7 @@ from etils import epath
 
 import sgn_jax
 from sgn_jax import errors
+from sgn_jax.training import writers
 
 CONFIG_FILE = "config.json"
 RECORD_FILE = "run.json"
@@ -71,17 +72,6 @@ def _jsonable(value):
   return value
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, Mapping) and value:
-      flat.update(_flatten(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
-
-
 def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
   """A config as it reads back from config.json (tuples -> lists, numbers as JSON has them)."""
   return json.loads(json.dumps(_jsonable(config), default=str))
@@ -101,7 +91,7 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], *,
                    ) -> dict[str, tuple[Any, Any]]:
   """{dotted key: (old, new)} of the keys under `compare` (prefixes; "" = all) that
   differ between two configs, leaving out those under `may_change`."""
-  a, b = _flatten(_normalised(old)), _flatten(_normalised(new))
+  a, b = writers.flatten(_normalised(old)), writers.flatten(_normalised(new))
   changes = {}
   for key in sorted(set(a) | set(b)):
     if not _matches(key, compare) or _matches(key, may_change):

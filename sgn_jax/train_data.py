@@ -39,6 +39,17 @@ _STREAM_EVAL_SPLITS = {
 _STREAM_TRAIN_SPLIT = {"clothing1m": "noisy_train", "mini_webvision": "train"}
 
 
+def eval_split_names(dataset_name: str, source: str, val_fraction: float = 0.0
+                     ) -> tuple[str, ...]:
+  """The evaluation splits a run of this dataset has (the keys of its results,
+  "<split>/accuracy"), known before any data is read: a streamed dataset's own
+  (Clothing1M "val", "test"; mini-WebVision "test" = the WebVision val set,
+  "imagenet"), else "test" and, with a validation fraction, the noisy "val"."""
+  if source == "stream":
+    return tuple(_STREAM_EVAL_SPLITS.get(dataset_name, {}))
+  return ("test", "val") if val_fraction > 0 else ("test",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Splits:
   """Host copies of the train/val/test arrays after noise and splitting."""
@@ -70,8 +81,10 @@ def prepare_splits(dataset_spec: loading.DatasetSpec, noise_spec: noise.NoiseSpe
 
   Noise is drawn on the full training set before the split, so the validation
   labels are noisy too (SGN's protocol) and the labels are the same on every
-  host and every resume. With `noise_spec.labels_file` (a corrector's npz, see
-  `noise.load_labels_file`) those labels and their transition replace the draw.
+  host and every resume. `dataset_spec.val_split` picks the validation rows
+  (`loading.split_validation`: seeded random, or the last rows for every seed).
+  With `noise_spec.labels_file` (a corrector's npz, see `noise.load_labels_file`)
+  those labels and their transition replace the draw.
   `num_classes`, when given, must be the dataset's.
   """
   dataset = loading.load_dataset(dataset_spec)
@@ -86,7 +99,8 @@ def prepare_splits(dataset_spec: loading.DatasetSpec, noise_spec: noise.NoiseSpe
         "on them learns little; methods that invert T refuse it", noise_spec.kind,
         noise_spec.rate, noise.uninformative_labels(transition)[:5])
   summary = noise.noise_summary(dataset.train_labels, noisy, dataset.num_classes)
-  train_rows, val_rows = loading.split_validation(len(noisy), val_fraction, seed)
+  train_rows, val_rows = loading.split_validation(len(noisy), val_fraction, seed,
+                                                  mode=dataset_spec.val_split)
   return Splits(
       train_images=dataset.train_images[train_rows],
       train_labels=noisy[train_rows].astype(np.int32),

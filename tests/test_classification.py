@@ -228,18 +228,25 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   _assert_trees_close(a, b, rtol=0, atol=0)
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
-  flags = ("--config.num_epochs=200", "--config.checkpoint_every_steps=32")
-  proc = subprocess.Popen(_main(tmp_path, *flags), env=_env(1), cwd=REPO,
+def _signal_once_training(workdir, signum, *flags) -> tuple[int, str]:
+  """main.py on tiny_test in `workdir`, sent `signum` once it logs its first metrics;
+  its exit code and stderr."""
+  proc = subprocess.Popen(_main(workdir, *flags), env=_env(1), cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    if (tmp_path / "metrics.jsonl").exists():
+    if (workdir / "metrics.jsonl").exists():
       break
     time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 0, stderr[-3000:]
+  return proc.returncode, stderr
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  flags = ("--config.num_epochs=200", "--config.checkpoint_every_steps=32")
+  returncode, stderr = _signal_once_training(tmp_path, signal.SIGTERM, *flags)
+  assert returncode == 0, stderr[-3000:]
   assert "SIGTERM received" in stderr
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert metrics["completed"] == 0.0
@@ -253,18 +260,25 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _two_processes_of_four_devices(workdir, *flags, config="configs/tiny_test.py",
+                                   timeout=300):
+  """main.py as two local processes of 4 CPU devices each (jax.distributed on
+  localhost); the processes and their combined stdout/stderr."""
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _main(workdir, *flags, config=config), cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True,
+      env=_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(i))) for i in range(2)]
+  return procs, [p.communicate(timeout=timeout)[0] for p in procs]
+
+
 def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   flags = ("--config.num_epochs=1", "--config.log_every_steps=1")
   single = subprocess.run(_main(tmp_path / "single", *flags), env=_env(8), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr[-3000:]
-  port = _free_port()
-  procs = [subprocess.Popen(
-      _main(tmp_path / "multi", *flags), cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True,
-      env=_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(i))) for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  procs, outputs = _two_processes_of_four_devices(tmp_path / "multi", *flags, timeout=300)
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   assert "process 1 of 2; 4 local devices, 8 global devices" in outputs[1]

@@ -20,7 +20,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -35,7 +34,8 @@ from sgn_jax import noise
 from sgn_jax.runs import RunError
 from sgn_jax.tasks import classify
 from sgn_jax.tasks import common
-from test_classification import _env, _free_port, _main, _tiny
+from test_classification import _env, _main, _signal_once_training, _tiny
+from test_classification import _two_processes_of_four_devices
 from test_lnrd_pipeline import _digits_npz
 from test_lnrd_training import _gmm
 
@@ -222,16 +222,8 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
 
 def test_sigint_saves_and_exits_like_sigterm(tmp_path):
   flags = ("--config.num_epochs=200", "--config.checkpoint_every_steps=1000")
-  proc = subprocess.Popen(_main(tmp_path, *flags), env=_env(1), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if (tmp_path / "metrics.jsonl").exists():
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 0, stderr[-3000:]
+  returncode, stderr = _signal_once_training(tmp_path, signal.SIGINT, *flags)
+  assert returncode == 0, stderr[-3000:]
   assert "SIGINT received" in stderr and "Traceback" not in stderr
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   step = int(metrics["step"])
@@ -383,13 +375,8 @@ def test_evaluate_two_processes_equal_one(tmp_path):
   single = subprocess.run(_main(tmp_path / "one", *flags, config=cfg), env=_env(8), cwd=REPO,
                           capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
-  port = _free_port()
-  procs = [subprocess.Popen(
-      _main(tmp_path / "two", *flags, config=cfg), cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True,
-      env=_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(i))) for i in range(2)]
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  procs, outputs = _two_processes_of_four_devices(tmp_path / "two", *flags, config=cfg,
+                                                  timeout=600)
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   assert "process 1 of 2; 4 local devices, 8 global devices" in outputs[1]

@@ -308,6 +308,26 @@ def test_clean_data_uses_the_assumed_symmetric_transition(tmp_path, monkeypatch)
   assert suspects20[0]["weight"] < suspects[0]["weight"]
 
 
+def test_noise_assumed_rate_sets_the_assumed_transition(tmp_path, monkeypatch):
+  """noise.assumed_rate (the rate the classifier was trained with) is the assumed rate;
+  discover.assumed_rate away from its default must then agree with it."""
+  npz = _npz_dataset(tmp_path / "data.npz")
+  cls_dir = _export_tiny_cnn(tmp_path / "cls", np.eye(10))
+  monkeypatch.setattr(lnrd_runs, "load_classifier",
+                      lambda path, what="": BrightnessClassifier(np.eye(10), sharpness=1.0))
+  config = _config(npz, cls_dir, 0.0)
+  config.noise.assumed_rate = 0.1
+  assert discover.discover_settings(config).assumed_rate == 0.1
+  config.discover.assumed_rate = 0.1  # the same value twice is fine
+  discover.train_and_evaluate(config, str(tmp_path / "out"), ONE)
+  report, _ = _read(str(tmp_path / "out"))
+  assert report["transition_source"] == "assumed_symmetric"
+  np.testing.assert_allclose(np.diag(report["transition"]), 0.9)
+  config.discover.assumed_rate = 0.2
+  with pytest.raises(ValueError, match="discover.assumed_rate=0.2 and noise.assumed_rate=0.1"):
+    discover.train_and_evaluate(config, str(tmp_path / "conflict"), ONE)
+
+
 def test_bad_discover_configs(tmp_path):
   npz = _npz_dataset(tmp_path / "data.npz")
   with pytest.raises(ValueError, match="discover.classifier_dir.*task=noisy_classifier"):

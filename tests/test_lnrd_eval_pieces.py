@@ -113,8 +113,8 @@ def test_cas_true_labels_above_chance_permuted_near_chance(mnist, tmp_path, monk
       [writers.LoggingWriter(workdir)]))
   images, labels = mnist.train_images[:2000], mnist.train_labels[:2000]
   test_images, test_labels = mnist.test_images[:2000], mnist.test_labels[:2000]
-  kwargs = dict(dataset="mnist", epochs=2, batch_size=64, learning_rate=0.01, seed=0,
-                devices=jax.devices()[:1])
+  kwargs = dict(dataset="mnist", arch="cnn", epochs=2, batch_size=64, learning_rate=0.01,
+                seed=0, devices=jax.devices()[:1])
   true = cas.classification_accuracy_score(images, labels, test_images, test_labels,
                                            workdir=str(tmp_path / "true"), **kwargs)
   assert true["accuracy"] > 0.8, true
@@ -144,6 +144,67 @@ def test_cas_rejects_bad_inputs(tmp_path):
   assert settings.model == "resnet50" and settings.model_kwargs["cifar_stem"]
   assert settings.dataset.source == "npz" and settings.noise.kind == "none"
   assert settings.val_fraction == 0.0
+  # The authors' CAS networks (the defaults) see [-1, 1] inputs: (x / 255 - 0.5) / 0.5.
+  settings = cas.cas_settings("cifar10", "unused.npz", arch="resnet50_imagenet_stem",
+                              epochs=1, batch_size=8, learning_rate=0.1, weight_decay=2.5e-4)
+  assert settings.model == "resnet50" and not settings.model_kwargs["cifar_stem"]
+  assert settings.mean == (0.5,) * 3 and settings.std == (0.5,) * 3 and settings.flip
+  settings = cas.cas_settings("mnist", "unused.npz", arch="tdsm_cnn", epochs=1, batch_size=8,
+                              learning_rate=0.1, weight_decay=2.5e-4)
+  assert settings.model == cas.TDSM_CNN_MODEL and settings.mean == (0.5,)
+  assert settings.std == (0.5,) and settings.crop_padding == 0 and not settings.flip
+  assert cas.CAS_DEFAULTS["mnist"]["arch"] == "tdsm_cnn"
+  assert cas.CAS_DEFAULTS["cifar100"]["arch"] == "resnet50_imagenet_stem"
+  with pytest.raises(ValueError, match="arch='vgg' is not known.*resnet50_imagenet_stem"):
+    cas.cas_settings("mnist", "unused.npz", arch="vgg", epochs=1, batch_size=8,
+                     learning_rate=0.1, weight_decay=2.5e-4)
+
+
+@pytest.mark.parametrize("arch,num_classes,shape,expected", [
+    ("tdsm_cnn", 10, (2, 28, 28, 1), 33_738),
+    ("resnet50_imagenet_stem", 10, (2, 32, 32, 3), 23_528_522),
+    ("resnet50_imagenet_stem", 100, (2, 32, 32, 3), 23_712_932),
+])
+def test_cas_networks_match_the_authors_parameter_counts(arch, num_classes, shape, expected):
+  # `sum(p.numel() for p in net.parameters())` of the authors' ClassifierCAS_CNN_MNIST
+  # and ClassifierCAS (torchvision resnet50(num_classes=C), conv1 7x7 stride 2 pad 3).
+  from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  from sgn_jax import methods  # pylint: disable=g-import-not-at-top
+  settings = cas.cas_settings("mnist" if shape[-1] == 1 else f"cifar{num_classes}",
+                              "unused.npz", arch=arch, epochs=1, batch_size=8,
+                              learning_rate=0.1, weight_decay=2.5e-4)
+  model = classification.build_model(settings.model, num_classes, methods.get_method("ce"),
+                                     **settings.model_kwargs)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape)))
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])) == expected
+  logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape)), variables)
+  assert logits.shape == (2, num_classes)
+  if arch == "tdsm_cnn":  # the 28x28 digits are padded to the authors' 32x32: 32*8*8 features
+    assert variables["params"]["linear"]["kernel"].shape == (32 * 8 * 8, num_classes)
+
+
+def test_tdsm_cnn_pads_with_black_in_the_model_range():
+  from sgn_jax import models  # pylint: disable=g-import-not-at-top
+  digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+  model = models.TdsmCasCNN(num_outputs=10)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  padded = images_lib.to_model_range(jnp.asarray(digits), pad_to=32)  # what the UNet sees
+  unpadded = images_lib.to_model_range(jnp.asarray(digits))
+  np.testing.assert_allclose(model.apply(variables, unpadded), model.apply(variables, padded),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_cas_with_the_authors_mnist_cnn(mnist, tmp_path, monkeypatch):
+  from sgn_jax.training import writers  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(writers, "create_writer", lambda workdir: writers.MultiWriter(
+      [writers.LoggingWriter(workdir)]))
+  images, labels = mnist.train_images[:2000], mnist.train_labels[:2000]
+  result = cas.classification_accuracy_score(
+      images, labels, mnist.test_images[:2000], mnist.test_labels[:2000], dataset="mnist",
+      workdir=str(tmp_path), epochs=2, batch_size=64, learning_rate=0.01, seed=0,
+      devices=jax.devices()[:1])
+  assert result["arch"] == "tdsm_cnn" and result["completed"]
+  assert result["accuracy"] > 0.8, result
 
 
 # ---------------------------------------------------------------------------

@@ -185,6 +185,17 @@ def test_corrector_pipeline_runs_every_stage_and_resumes(corrected_tdsm):
   assert pipeline.train_and_evaluate(config, workdir, ONE) == {"corrector": report}
 
 
+def test_a_stage_stopped_early_ends_the_pipeline_run(tmp_path):
+  """A preempted (or budget-stopped) stage is not followed by the stages that need it."""
+  config = _tiny_pipeline_config(_digits_npz(tmp_path / "d.npz"), "method=tdsm")
+  config.stop_after_steps = 1  # the classifier's 4 steps stop after the first
+  workdir = tmp_path / "run"
+  results = pipeline.train_and_evaluate(config, str(workdir), ONE)
+  assert set(results) == {"classifier"} and results["classifier"]["completed"] == 0.0
+  assert results["classifier"]["step"] == 1
+  assert not (workdir / "diffusion").exists()
+
+
 def test_evaluate_resumes_from_saved_sample_batches(tmp_path, corrected_tdsm):
   """A killed evaluation samples only the missing batches, and gets the same samples."""
   _, workdir, config, _ = corrected_tdsm
@@ -241,4 +252,11 @@ def test_evaluate_config_errors_name_the_key(tmp_path):
     evaluate.validate_config(config)
   pipe = mnist_sym.get_config("task=pipeline,method=tdsm,corrector=sgm")
   with pytest.raises(ValueError, match="pipeline.corrector='sgm'"):
+    pipeline.validate_config(pipe)
+  pipe = mnist_sym.get_config("task=pipeline,method=tdsm,corrector=sgn,rate=0,assumed_rate=0.05")
+  with pytest.raises(ValueError, match="noise.assumed_rate=0.05 .*pipeline.corrector='sgn'"):
+    pipeline.validate_config(pipe)
+  pipe = mnist_sym.get_config("task=pipeline,method=tdsm")
+  pipe.matmul_precision = "fp32"
+  with pytest.raises(ValueError, match="matmul_precision='fp32'"):
     pipeline.validate_config(pipe)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lnrd import edm
 from lnrd import time_classifier as tc
 
 GOLDEN = (pathlib.Path(__file__).parent / "data" /
@@ -213,3 +214,74 @@ def test_registry_unknown_name():
   with pytest.raises(ValueError, match="resnet18"):
     tc.get_time_classifier("vgg", 10)
   assert tc.get_time_classifier("cnn", 10).sigma_data == 0.5
+
+
+# ---- VolMinNet's optimiser (the authors' classifier loop) -----------------------------
+
+
+def _authors_volmin_lr(lr, cur_nimg):
+  """tdsm@6a57a54 training/classifier_loop.py:117-126 (cur_nimg before the step)."""
+  if cur_nimg < 1_500_000:
+    return lr
+  if cur_nimg < 3_000_000:
+    return lr * 0.1
+  if cur_nimg < 7_500_000:
+    return lr * 0.01
+  return lr
+
+
+@pytest.mark.parametrize("batch_size", [512, 1024, 1000])
+def test_volmin_learning_rate_matches_the_authors_loop(batch_size):
+  schedule = tc.volmin_learning_rate(1e-3, boundaries_kimg=(1500.0, 3000.0, 7500.0),
+                                     factors=(1.0, 0.1, 0.01, 1.0), batch_size=batch_size)
+  last = 10_000_000 // batch_size
+  steps = sorted({0, 1, last} | {s + d for b in (1_500_000, 3_000_000, 7_500_000)
+                                 for s in (b // batch_size,) for d in (-1, 0, 1, 2)})
+  got = np.asarray(jax.jit(jax.vmap(schedule))(jnp.asarray(steps, jnp.int32)))
+  expected = [_authors_volmin_lr(1e-3, s * batch_size) for s in steps]
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="one more than boundaries_kimg"):
+    tc.volmin_learning_rate(1e-3, boundaries_kimg=(1.0, 2.0), factors=(1.0, 0.1),
+                            batch_size=8)
+  with pytest.raises(ValueError, match="strictly increasing"):
+    tc.volmin_learning_rate(1e-3, boundaries_kimg=(2.0, 1.0), factors=(1.0, 0.1, 0.01),
+                            batch_size=8)
+
+
+def test_transition_freeze_step_follows_the_authors_condition():
+  # The authors freeze theta before the first step with cur_nimg > 7.5M.
+  for batch_size in (512, 1000, 1024):
+    step = tc.transition_freeze_step(7500.0, batch_size)
+    assert (step - 1) * batch_size <= 7_500_000 < step * batch_size
+  assert tc.transition_freeze_step(0.0, 512) is None
+
+
+def test_volmin_optimizer_freezes_theta_while_the_net_trains():
+  """From the freeze step on theta (and its Adam moments) stay bit-identical while
+  the network keeps changing; before it both change."""
+  batch, num_classes, freeze_kimg = 8, 3, 0.028  # freeze from step 28 // 8 + 1 = 4
+  model = tc.get_time_classifier("mlp", num_classes, hidden=8, num_layers=1)
+  tx = tc.volmin_optimizer(1e-2, batch_size=batch, lr_kimg=(0.016,), lr_factors=(1.0, 0.5),
+                           freeze_transition_kimg=freeze_kimg, warmup_kimg=0.0, beta1=0.9,
+                           beta2=0.999, eps=1e-8)
+  state = tc.init_state(model, tx, (2,), num_classes, jax.random.PRNGKey(0),
+                        learned_transition=True)
+  precond = edm.Preconditioning(kind="edm", sigma_data=1.0)
+  step = jax.jit(tc.make_train_step(model, tx, precond=precond,
+                                    transition=np.eye(num_classes)))
+  rng = np.random.default_rng(0)
+  batch_data = {"image": rng.normal(size=(batch, 2)).astype(np.float32),
+                "label": rng.integers(0, num_classes, batch).astype(np.int32)}
+  history = [jax.device_get(state.params)]
+  for i in range(7):
+    state, metrics = step(state, batch_data, jax.random.PRNGKey(i))
+    history.append(jax.device_get(state.params))
+  assert np.isfinite(float(metrics["loss"]))
+  freeze = tc.transition_freeze_step(freeze_kimg, batch)
+  assert freeze == 4
+  net_changed = lambda a, b: any(np.any(x != y) for x, y in zip(
+      jax.tree.leaves(a["net"]), jax.tree.leaves(b["net"])))
+  for i in range(1, len(history)):  # history[i]: after step i - 1
+    assert net_changed(history[i - 1], history[i])
+    same = np.array_equal(history[i - 1]["theta"], history[i]["theta"])
+    assert same == (i - 1 >= freeze), i

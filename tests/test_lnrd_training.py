@@ -14,10 +14,12 @@ from configs import mnist_sym
 from lnrd import diffusion as diffusion_lib
 from lnrd import edm
 from lnrd import runs as lnrd_runs
+from lnrd.tasks import common as lnrd_common
 from lnrd.tasks import diffusion
 from lnrd.tasks import generate
 from lnrd.tasks import noisy_classifier
 from sgn_jax.tasks import common
+from sgn_jax.training import writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE = jax.devices()[:1]
@@ -257,3 +259,83 @@ def test_logged_loss_averages_every_step_of_the_window(tmp_path):
   per_step = _history(str(tmp_path / "every"))
   assert len(per_step) == 10
   np.testing.assert_allclose(_history(str(tmp_path / "window")), [np.mean(per_step)], rtol=1e-5)
+
+
+def _log_only_writers(monkeypatch):
+  # Log-only metric writers: importing TensorFlow for TensorBoard would take seconds.
+  monkeypatch.setattr(writers, "create_writer", lambda workdir: writers.MultiWriter(
+      [writers.LoggingWriter(workdir)]))
+
+
+ASSUMED = "rate=0,assumed_rate=0.05"  # TDSM's clean benchmark: T assumed symmetric at 5%
+
+
+def _assumed_t():
+  t = np.full((4, 4), 0.05 / 3)
+  np.fill_diagonal(t, 0.95)
+  return t
+
+
+def test_tdsm_on_clean_labels_with_an_assumed_rate_has_soft_weights(tmp_path, monkeypatch):
+  """Clean labels with `noise.assumed_rate`: TDSM's weights use the assumed T, so they
+  are not one-hot (with T = I TDSM would be plain DSM). The mixture's exact posteriors
+  stand in for the classifier (its own wiring: the next test)."""
+  _log_only_writers(monkeypatch)
+  workdir = str(tmp_path / "tdsm")
+  metrics = diffusion.train_and_evaluate(
+      _gmm(f"method=tdsm,{ASSUMED}", **{"tdsm.weight_source": "exact"}), workdir, ONE)
+  assert metrics["noise/realised_rate"] == 0.0
+  assert 0.5 < metrics["train/weight_of_given_label"] < 0.9999
+  with open(os.path.join(workdir, "run.json")) as f:
+    record = json.load(f)
+  np.testing.assert_allclose(record["transition"], _assumed_t(), rtol=1e-6)
+  assert record["noise"]["assumed_rate"] == 0.05 and record["matmul_precision"] == "highest"
+
+
+def test_classifier_on_clean_labels_with_an_assumed_rate(tmp_path, monkeypatch):
+  """The classifier's forward correction and export use the assumed T; it does not fit
+  a run on the same labels with T = I (nor the other way round)."""
+  _log_only_writers(monkeypatch)
+  monkeypatch.setattr(noisy_classifier, "EVAL_SIGMAS", (0.002,))  # fewer compilations
+  cls_dir = str(tmp_path / "cls")
+  noisy_classifier.train_and_evaluate(_gmm(f"task=noisy_classifier,{ASSUMED}"), cls_dir, ONE)
+  classifier = lnrd_runs.load_classifier(cls_dir)
+  np.testing.assert_allclose(classifier.transition, _assumed_t(), rtol=1e-6)
+  with open(os.path.join(cls_dir, "run.json")) as f:
+    facts = json.load(f)
+  lnrd_runs.check_classifier_fits(classifier, facts, cls_dir)
+  identity = dict(facts, transition=np.eye(4).tolist(),
+                  noise=dict(facts["noise"], assumed_rate=0.0))
+  with pytest.raises(ValueError, match="transition matrix differs.*assumed_rate=0.05"):
+    lnrd_runs.check_classifier_fits(classifier, identity, cls_dir)
+
+
+def test_matmul_precision_is_checked_and_active_while_tracing(tmp_path):
+  with pytest.raises(ValueError, match="matmul_precision='tf32'.*highest"):
+    diffusion.train_and_evaluate(_gmm("method=dsm", matmul_precision="tf32"), str(tmp_path), ONE)
+  assert not os.listdir(tmp_path)
+  seen = []
+  traced = lnrd_common.with_matmul_precision(
+      lambda config, workdir, devices=None: seen.append(jax.config.jax_default_matmul_precision))
+  for value in lnrd_common.MATMUL_PRECISIONS:
+    traced(_gmm("method=dsm", matmul_precision=value), str(tmp_path))
+  assert seen == list(lnrd_common.MATMUL_PRECISIONS)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("volmin_lr_factors", (1.0, 0.1), r"volmin_lr_factors=\(1.0, 0.1\) must hold 4"),
+    ("volmin_lr_kimg", (3000.0, 1500.0, 7500.0), "volmin_lr_kimg=.*strictly increasing"),
+    ("freeze_transition_kimg", -1.0, "freeze_transition_kimg=-1.0 must be >= 0"),
+])
+def test_volmin_schedule_keys_are_checked(key, value, match):
+  config = _gmm("task=noisy_classifier", **{"classifier.transition": "learned",
+                                            f"classifier.{key}": value})
+  with pytest.raises(ValueError, match=match):
+    noisy_classifier.validate_config(config)
+  # Only the learned transition reads them.
+  noisy_classifier.validate_config(common.with_overrides(config, **{
+      "classifier.transition": "known"}))
+  # () keeps the warm-up schedule; any factors then.
+  noisy_classifier.validate_config(_gmm("task=noisy_classifier", **{
+      "classifier.transition": "learned", "classifier.volmin_lr_kimg": (),
+      "classifier.volmin_lr_factors": ()}))

@@ -270,6 +270,37 @@ def test_none_kind_and_zero_rate_keep_labels():
     np.testing.assert_array_equal(noisy, clean)
 
 
+def test_assumed_rate_keeps_clean_labels_with_an_assumed_symmetric_t():
+    """TDSM's clean benchmark: clean labels, T assumed symmetric at 5% (tdsm convention)."""
+    clean = _uniform_clean(10, n=1000)
+    expected = np.full((10, 10), 0.05 / 9)
+    np.fill_diagonal(expected, 0.95)
+    for spec in (noise.NoiseSpec(kind="none", assumed_rate=0.05),
+                 noise.NoiseSpec(kind="sym", rate=0.0, assumed_rate=0.05)):
+        labels, T = spec.draw(clean, num_classes=10, dataset="mnist", seed=3)
+        np.testing.assert_array_equal(labels, clean)
+        np.testing.assert_allclose(T, expected, rtol=1e-12)
+    # The sgn convention's symmetric T includes the true class.
+    _, T = noise.NoiseSpec(kind="none", convention="sgn", assumed_rate=0.05).draw(
+        clean, num_classes=10, dataset="mnist", seed=3)
+    np.testing.assert_allclose(np.diag(T), 0.95 + 0.005, rtol=1e-12)
+    # 0 (the default) keeps T = I.
+    _, T = noise.NoiseSpec(kind="none").draw(clean, num_classes=10, dataset="mnist", seed=3)
+    np.testing.assert_array_equal(T, np.eye(10))
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(kind="sym", rate=0.4, assumed_rate=0.05), "noise.kind='sym' at noise.rate=0.4"),
+    (dict(kind="none", labels_file="x.npz", assumed_rate=0.05), "noise.labels_file='x.npz'"),
+    (dict(kind="cifar_n", label_set="aggre_label", assumed_rate=0.05), "noise.kind='cifar_n'"),
+    (dict(kind="none", assumed_rate=1.0), r"noise.assumed_rate: .*\[0, 1\)"),
+    (dict(kind="none", assumed_rate=-0.1), r"noise.assumed_rate: .*\[0, 1\)"),
+])
+def test_assumed_rate_refused_for_noisy_labels(fields, match):
+    with pytest.raises(ValueError, match=match):
+        noise.NoiseSpec(**fields)
+
+
 def test_sampling_input_errors():
     T = noise.symmetric_transition(10, 0.4, False)
     with pytest.raises(ValueError, match=r"\[0, 10\)"):

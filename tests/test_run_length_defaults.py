@@ -33,6 +33,16 @@ def test_warmup_decay_matches_a_numpy_loop():
   assert ema.init_weight(0.9999, 62) == pytest.approx(0.9999 ** 62)  # the 99.4%
 
 
+def test_a_cold_ema_is_warned_about_with_its_use_and_fix(caplog):
+  with caplog.at_level("WARNING"):
+    assert ema.warn_if_cold(0.9999, 62, uses="samples come from the EMA", fix="lower it")
+    assert not ema.warn_if_cold(ema.warmup_decay(0.9999), 62, uses="-", fix="-")
+    assert not ema.warn_if_cold(0.9, 62, uses="-", fix="-")  # 0.9^62 = 0.0015
+  messages = [r.getMessage() for r in caplog.records]
+  assert messages == ["samples come from the EMA, but after 62 steps the EMA still weighs its "
+                      "random initialisation by 99%: lower it"], messages
+
+
 def test_paper_cells_keep_the_fixed_decay_and_short_configs_scale_to_their_length():
   paper = cifar100_asym.get_config()
   assert (paper.method, paper.ema_decay, paper.ema_warmup) == ("sgn", 0.9999, False)

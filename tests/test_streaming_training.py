@@ -20,6 +20,8 @@ def _small(config, manual_dir, data_dir):
   # A small network on small crops keeps this fast on a CPU; the backbones
   # themselves are tested in test_backbones.py.
   config.model = config.model.__class__(dict(name="wrn", depth=10, width=1))
+  if "model_pretrained" in config:
+    config.model_pretrained = "none"  # the small network trains from scratch on purpose
   config.dataset.crop_size, config.dataset.resize = 32, 40
   config.batch_size = 8
   config.eval_batch_size = 8
@@ -71,6 +73,8 @@ def test_mixup_with_a_method_without_soft_labels_is_rejected(tmp_path):
 def test_streaming_configs_validate_and_reject_synthetic_noise():
   for module in (clothing1m_config, webvision_config):
     config = module.get_config()
+    if config.get("model_pretrained_required", False):  # Clothing1M: weights or "none"
+      config.model_pretrained = "none"
     classify.validate_config(config)
     config.noise.kind = "sym"
     with pytest.raises(ValueError, match="real label noise"):

@@ -16,13 +16,25 @@ WORKDIR/cas/data.npz and the run lives in WORKDIR/cas/ (checkpoints, TensorBoard
 metrics.json), so a preempted CAS run resumes when called again with the same
 inputs.
 
-Architectures (`arch`):
-  cnn       the repo's 2-conv MNIST CNN (`SmallCNN` with BatchNorm), default
-            for mnist / fashion_mnist;
-  resnet50  ResNet-50 v1.5 with the CIFAR stem (3x3 stride-1 conv, no max-pool;
-            `sgn_jax.models.ResNet50(cifar_stem=True)`), default for CIFAR as
-            in the CAS paper's ResNet-50;
+Architectures (`arch`, `ARCHS`):
+  tdsm_cnn                the TDSM authors' MNIST CAS CNN (`ClassifierCAS_CNN_MNIST`,
+                          `sgn_jax.models.TdsmCasCNN`: conv5x5 16, conv5x5 32,
+                          one linear layer, no BatchNorm) on the digits padded to 32x32
+                          inside the network; default for mnist / fashion_mnist;
+  resnet50_imagenet_stem  the authors' CIFAR CAS network (`ClassifierCAS`): torchvision's
+                          ResNet-50 from scratch with the ImageNet stem (7x7 stride-2
+                          conv and 3x3 max-pool) on 32x32 inputs,
+                          `sgn_jax.models.ResNet50(cifar_stem=False)`; default for CIFAR;
+  cnn                     the repo's 2-conv MNIST CNN (`SmallCNN` with BatchNorm, 28x28);
+  resnet50                ResNet-50 v1.5 with the CIFAR stem (3x3 stride-1 conv, no
+                          max-pool; `sgn_jax.models.ResNet50(cifar_stem=True)`);
   any other name of `sgn_jax.models.MODELS` is passed through (e.g. wrn28_2).
+The authors' two networks see their inputs as the diffusion model does, x / 127.5 - 1
+in [-1, 1] (`lnrd.images.to_model_range`), and the MNIST border padded to 32x32 is -1
+(black), as the authors' zero padding of the uint8 digits; the other archs take the
+dataset's mean/std normalisation. The evaluation's MNIST samples are the 28x28 crops
+of the generated 32x32 images (`lnrd.images.crop_to`), so the CAS CNN sees them with
+an exactly black border, as the real test digits.
 
 Budget knobs (defaults in `CAS_DEFAULTS`, per dataset): `epochs` (training
 length; steps = epochs * floor(n_samples / batch_size)), `batch_size`,
@@ -30,7 +42,9 @@ length; steps = epochs * floor(n_samples / batch_size)), `batch_size`,
 `lr_decay_epochs`), `weight_decay` (the pipeline's penalty lambda * sum w^2,
 gradient 2 lambda w: the default 2.5e-4 is torch's weight_decay=5e-4). The test
 set is evaluated once, at the end (the net, not its EMA, is reported). On CIFAR
-the pipeline's on-device random crops (pad 2) and horizontal flips apply.
+the pipeline's on-device random crops (pad 2) and horizontal flips apply. The TDSM
+authors released no CAS training script, so this recipe is the library's, also for
+their networks.
 """
 
 from __future__ import annotations
@@ -49,28 +63,39 @@ RUN_DIR = "cas"
 
 # Per-dataset defaults of the budget knobs (any of them can be overridden).
 CAS_DEFAULTS = {
-    "mnist": dict(arch="cnn", epochs=10, batch_size=128, learning_rate=0.01,
+    "mnist": dict(arch="tdsm_cnn", epochs=10, batch_size=128, learning_rate=0.01,
                   weight_decay=2.5e-4, lr_decay_epochs=()),
-    "fashion_mnist": dict(arch="cnn", epochs=20, batch_size=128, learning_rate=0.01,
+    "fashion_mnist": dict(arch="tdsm_cnn", epochs=20, batch_size=128, learning_rate=0.01,
                           weight_decay=2.5e-4, lr_decay_epochs=()),
-    "cifar10": dict(arch="resnet50", epochs=100, batch_size=128, learning_rate=0.1,
-                    weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
-    "cifar100": dict(arch="resnet50", epochs=100, batch_size=128, learning_rate=0.1,
-                     weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
+    "cifar10": dict(arch="resnet50_imagenet_stem", epochs=100, batch_size=128,
+                    learning_rate=0.1, weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
+    "cifar100": dict(arch="resnet50_imagenet_stem", epochs=100, batch_size=128,
+                     learning_rate=0.1, weight_decay=2.5e-4, lr_decay_epochs=(50, 75)),
+}
+
+# `sgn_jax.models.TdsmCasCNN`'s name in `sgn_jax.models.MODELS` (the classification
+# pipeline builds its models by name).
+TDSM_CNN_MODEL = "tdsm_cas_cnn"
+# arch -> (sgn_jax.models name, its keyword arguments, whether the inputs are in the
+# model range [-1, 1] (else normalised with the dataset's mean/std)); see the module doc.
+ARCHS = {
+    "tdsm_cnn": (TDSM_CNN_MODEL, {}, True),
+    "resnet50_imagenet_stem": ("resnet50", dict(cifar_stem=False), True),
+    "cnn": ("cnn", dict(batch_norm=True), False),
+    "resnet50": ("resnet50", dict(cifar_stem=True), False),
 }
 
 
-def _model(arch: str) -> tuple[str, dict[str, Any]]:
-  """(model name, keyword arguments) of `arch` (see the module docstring)."""
+def _model(arch: str) -> tuple[str, dict[str, Any], bool]:
+  """(model name, keyword arguments, model-range inputs) of `arch` (see `ARCHS`)."""
   from sgn_jax import models  # pylint: disable=g-import-not-at-top
-  if arch == "cnn":
-    return "cnn", dict(batch_norm=True)
-  if arch == "resnet50":
-    return "resnet50", dict(cifar_stem=True)
+  if arch in ARCHS:
+    name, kwargs, model_range = ARCHS[arch]
+    return name, dict(kwargs), model_range
   if arch not in models.MODELS:
-    raise ValueError(f"arch={arch!r} is not known; allowed: cnn, resnet50 or a model of "
+    raise ValueError(f"arch={arch!r} is not known; allowed: {sorted(ARCHS)} or a model of "
                      f"sgn_jax.models.MODELS {sorted(models.MODELS)}")
-  return arch, {}
+  return arch, {}, False
 
 
 def _check_arrays(samples, labels, test_images, test_labels, num_classes: int):
@@ -106,8 +131,9 @@ def cas_settings(dataset: str, npz_path: str, *, arch: str, epochs: int, batch_s
                  seed: int = 0, eval_batch_size: int = 1000):
   """The `sgn_jax.classification.Settings` of a CAS run: ce on the npz's train split.
 
-  No label noise, no validation split, the model of `arch`, the dataset's usual
-  normalisation, random crops (pad 2) and flips for CIFAR, SGD with Nesterov
+  No label noise, no validation split, the model of `arch` with its input range
+  (`ARCHS`: [-1, 1] for the authors' networks, else the dataset's usual
+  normalisation), random crops (pad 2) and flips for CIFAR, SGD with Nesterov
   momentum 0.9 at the given budget, one evaluation, at the end.
   """
   from sgn_jax import classification  # pylint: disable=g-import-not-at-top
@@ -120,12 +146,15 @@ def cas_settings(dataset: str, npz_path: str, *, arch: str, epochs: int, batch_s
   if not learning_rate > 0:
     raise ValueError(f"learning_rate={learning_rate} must be > 0")
   info = dataset_lib.DATASETS[dataset]
-  model, model_kwargs = _model(arch)
+  model, model_kwargs, model_range = _model(arch)
+  # (x / 255 - 0.5) / 0.5 = x / 127.5 - 1, as lnrd.images.to_model_range
+  mean, std = ((0.5,) * len(info.mean), (0.5,) * len(info.std)) if model_range else (
+      tuple(info.mean), tuple(info.std))
   is_cifar = dataset.startswith("cifar")
   return classification.Settings(
       dataset=loading.DatasetSpec(name=dataset, source="npz", path=str(npz_path)),
       num_classes=info.num_classes, model=model, model_kwargs=model_kwargs,
-      mean=info.mean, std=info.std, seed=int(seed), method="ce",
+      mean=mean, std=std, seed=int(seed), method="ce",
       crop_padding=2 if is_cifar else 0, flip=is_cifar,
       learning_rate=float(learning_rate), weight_decay=float(weight_decay),
       lr_decay_epochs=tuple(lr_decay_epochs), batch_size=int(batch_size),
@@ -150,7 +179,8 @@ def classification_accuracy_score(samples, labels, test_images, test_labels, *,
     test_labels: (M,) int their true labels.
     dataset: one of `DATASETS` (sets the classes, image shape, normalisation).
     workdir: folder of the evaluation; the run goes to WORKDIR/cas/.
-    arch: 'cnn', 'resnet50' or a `sgn_jax.models.MODELS` name (None: per dataset).
+    arch: a name of `ARCHS` ('tdsm_cnn', 'resnet50_imagenet_stem', 'cnn',
+      'resnet50') or of `sgn_jax.models.MODELS` (None: `CAS_DEFAULTS[dataset]`).
     epochs, batch_size, learning_rate, weight_decay, lr_decay_epochs: the
       training budget; None takes `CAS_DEFAULTS[dataset]`.
     seed: seed of the initialisation and the data order.

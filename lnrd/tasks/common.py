@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import os
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -14,10 +15,41 @@ from lnrd import augment as augment_lib
 from lnrd import edm
 from lnrd import images
 from lnrd import sampler as sampler_lib
+from sgn_jax import errors
 from sgn_jax import runs
 from sgn_jax import train_data
-from sgn_jax.training import ema
 from sgn_jax.tasks import common
+
+# `matmul_precision` values (`jax.default_matmul_precision` of the networks' matmuls and
+# convolutions): "highest" float32, as the TDSM authors, who disable TF32; "high" and
+# "default" let the device trade accuracy for speed (TF32 on recent NVIDIA GPUs, bfloat16
+# passes on TPUs). On CPUs all three compute in float32.
+MATMUL_PRECISIONS = ("highest", "high", "default")
+
+
+def matmul_precision(config: ml_collections.ConfigDict) -> str:
+  """`config.matmul_precision`, checked (ValueError naming the key and the values)."""
+  value = config.get("matmul_precision", None)
+  if value not in MATMUL_PRECISIONS:
+    raise ValueError(
+        f"matmul_precision={value!r} is not known; allowed: {list(MATMUL_PRECISIONS)} "
+        "(highest: float32 as the TDSM authors, who disable TF32; default: the device's "
+        "fastest); e.g. --config.matmul_precision=highest")
+  return value
+
+
+def with_matmul_precision(train_and_evaluate):
+  """Runs a task's `train_and_evaluate(config, workdir, devices=None)` inside
+  `jax.default_matmul_precision(config.matmul_precision)`, so that every network it
+  traces (jit traces on the first call, inside) computes at that precision."""
+
+  @functools.wraps(train_and_evaluate)
+  def run(config: ml_collections.ConfigDict, workdir: str, devices=None):
+    with errors.user_input():
+      precision = matmul_precision(config)
+    with jax.default_matmul_precision(precision):
+      return train_and_evaluate(config, workdir, devices)
+  return run
 
 
 def in_memory_data(config: ml_collections.ConfigDict, mesh, batch_size: int,
@@ -95,19 +127,6 @@ def warn_if_warmup_exceeds_run(prefix: str, warmup_kimg: float, duration_kimg: f
         "rate only reaches %.0f%% of %soptim.learning_rate. Lower %soptim.warmup_kimg (e.g. "
         "to a tenth of the run) for a short run", prefix, warmup_kimg, prefix, duration_kimg,
         100 * duration_kimg / warmup_kimg, prefix, prefix)
-    return True
-  return False
-
-
-def warn_if_ema_cold(decay_schedule, total_steps: int) -> bool:
-  """Logs a warning naming the EMA keys when the EMA network (what sampling uses) still
-  weighs its random initialisation by more than half at the end of the run."""
-  start = ema.init_weight(decay_schedule, total_steps)
-  if start > 0.5:
-    logging.warning(
-        "after %d steps the EMA network still weighs its random initialisation by %.0f%%: "
-        "its samples will be poor. Lower ema_halflife_kimg or raise ema_rampup_ratio "
-        "for a short run", total_steps, 100 * start)
     return True
   return False
 

@@ -16,6 +16,12 @@ ramp-up); the loop is `sgn_jax.training.loop.run`. Duration and intervals are
 in kimg (thousands of training images) as in EDM. Sample grids of the EMA
 network go to TensorBoard and WORKDIR/samples/. The run record (run.json) holds
 the network and preconditioning that `lnrd.runs.load_diffusion` rebuilds.
+
+On clean labels (`:rate=0`) TDSM's T is the identity and TDSM equals DSM, unless
+`noise.assumed_rate` assumes a symmetric T (the paper's clean benchmark:
+`:rate=0,assumed_rate=0.05`, with a classifier trained the same way). The networks'
+matmuls and convolutions run at `matmul_precision` (default float32, "highest", as
+the authors, who disable TF32).
 """
 
 from __future__ import annotations
@@ -77,9 +83,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise common.method_choice_error(config.method, "diffusion", METHODS)
   common.check_data_and_noise(config)
   lnrd_common.preconditioning(config)
-  for key in ("batch_size",):
-    if int(config[key]) <= 0:
-      raise ValueError(f"{key}={config[key]} must be a positive integer")
+  lnrd_common.matmul_precision(config)
+  if int(config.batch_size) <= 0:
+    raise ValueError(f"batch_size={config.batch_size} must be a positive integer")
   common.loop_settings(config)
   for key in ("duration_kimg", "snapshot_every_kimg"):
     if not config[key] > 0:
@@ -142,6 +148,7 @@ def write_sample_grid(sample_fn, variables, key, *, num_classes: int, input_shap
     images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
 
 
+@lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Trains a DSM or TDSM diffusion model as `config` says; returns the final metrics."""
@@ -172,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     runs.start_run(workdir, config.to_dict(), dict(
         task="diffusion", method=config.method, network=spec,
         precond=config.precond.to_dict(), batch_size=int(config.batch_size),
-        tdsm=dict(config.tdsm.to_dict()) if config.method == "tdsm" else None, **facts),
+        tdsm=dict(config.tdsm.to_dict()) if config.method == "tdsm" else None,
+        matmul_precision=lnrd_common.matmul_precision(config), **facts),
         allowed)
   total_steps = common.kimg_steps(config.duration_kimg, config.batch_size)
   logging.info("%s; %d steps of %d images (%.1f kimg), method %s", data.describe(), total_steps,
@@ -184,7 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                float(config.ema_rampup_ratio))
   lnrd_common.warn_if_warmup_exceeds_run("", float(config.optim.warmup_kimg),
                                          float(config.duration_kimg))
-  lnrd_common.warn_if_ema_cold(ema_decay, total_steps)
+  ema.warn_if_cold(ema_decay, total_steps, uses="samples come from the EMA network",
+                   fix="lower ema_halflife_kimg or raise ema_rampup_ratio for a short run")
   train_step = diffusion_lib.make_train_step(
       model, tx, objective, precond=precond, num_classes=data.num_classes,
       ema_decay=ema_decay, augment=augment, preprocess=lnrd_common.preprocess(config))
@@ -209,10 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                               snapshot, name="samples"),),
       log_scalars=lambda step: {"kimg": step * config.batch_size / 1000},
       at_start=lambda state, inputs: writer.write_scalars(0, {"noise/realised_rate": noise_rate}))
-  final = {**{f"train/{k}": v for k, v in result.train_metrics.items()}, "step": result.step,
-           "kimg": result.step * config.batch_size / 1000, "completed": float(result.completed),
-           "noise/realised_rate": noise_rate, "train_seconds_this_run": result.seconds,
-           "steps_this_run": result.steps_this_run}
+  final = {**result.summary(), "kimg": result.step * config.batch_size / 1000,
+           "noise/realised_rate": noise_rate}
   writers.write_metrics_json(os.path.join(workdir, "metrics.json"), final)
   writer.close()
   return final

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-import types
 from typing import Any
 
 import jax
@@ -30,6 +29,7 @@ from absl import logging
 from lnrd import discovery
 from lnrd import images
 from lnrd import runs as lnrd_runs
+from lnrd.tasks import common as lnrd_common
 from sgn_jax import errors
 from sgn_jax import noise
 from sgn_jax import runs
@@ -38,16 +38,16 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
-def discover_settings(config: ml_collections.ConfigDict) -> types.SimpleNamespace:
-  """`config.discover` over `lnrd.discovery.DiscoverSettings`' defaults, checked before
-  anything loads."""
+def discover_settings(config: ml_collections.ConfigDict) -> discovery.DiscoverSettings:
+  """`config.discover` as `lnrd.discovery.DiscoverSettings` (its defaults for absent
+  keys), checked before anything loads."""
   given = config.get("discover", None)
   given = given.to_dict() if given is not None else {}
-  defaults = dataclasses.asdict(discovery.DiscoverSettings())
-  unknown = sorted(set(given) - set(defaults))
+  known = {f.name for f in dataclasses.fields(discovery.DiscoverSettings)}
+  unknown = sorted(set(given) - known)
   if unknown:
-    raise ValueError(f"discover.{unknown[0]} is not known; allowed: {sorted(defaults)}")
-  settings = types.SimpleNamespace(**{**defaults, **given})
+    raise ValueError(f"discover.{unknown[0]} is not known; allowed: {sorted(known)}")
+  settings = discovery.DiscoverSettings(**given)
   how = ("train one first: python main.py --config=configs/<dataset>_<noise>.py:"
          "task=noisy_classifier --workdir=CLS_DIR, then pass "
          "--config.discover.classifier_dir=CLS_DIR")
@@ -56,7 +56,7 @@ def discover_settings(config: ml_collections.ConfigDict) -> types.SimpleNamespac
                      f"classifier); {how}")
   lnrd_runs.check_classifier_export(settings.classifier_dir, "discover.classifier_dir")
   try:
-    settings.sigmas = discovery.check_sigmas(settings.sigmas)
+    sigmas = discovery.check_sigmas(settings.sigmas)
   except (TypeError, ValueError):
     raise ValueError(f"discover.sigmas={settings.sigmas!r} must be a non-empty tuple of "
                      f"positive noise levels, e.g. {discovery.DEFAULT_SIGMAS}") from None
@@ -64,7 +64,6 @@ def discover_settings(config: ml_collections.ConfigDict) -> types.SimpleNamespac
   if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in top_k):
     raise ValueError(f"discover.top_k={settings.top_k!r} must be a tuple of positive "
                      f"integers, e.g. {discovery.DEFAULT_TOP_K}")
-  settings.top_k = top_k
   if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
     raise ValueError(f"discover.batch_size={settings.batch_size!r} must be a positive integer")
   if not isinstance(settings.grid_count, int) or settings.grid_count < 0:
@@ -73,7 +72,25 @@ def discover_settings(config: ml_collections.ConfigDict) -> types.SimpleNamespac
   if not 0.0 < float(settings.assumed_rate) < 1.0:
     raise ValueError(f"discover.assumed_rate={settings.assumed_rate!r} must lie in (0, 1) "
                      "(with 0 every own-label weight is 1)")
-  return settings
+  return dataclasses.replace(settings, sigmas=sigmas, top_k=top_k,
+                             assumed_rate=assumed_rate(settings, common.noise_spec(config)))
+
+
+def assumed_rate(settings: discovery.DiscoverSettings, noise_spec) -> float:
+  """The symmetric rate assumed for clean labels: `noise.assumed_rate` when set (the
+  rate the classifier was trained with), else `discover.assumed_rate`. ValueError when
+  both are set (discover's away from its default) and differ."""
+  given = float(noise_spec.assumed_rate)
+  if not given:
+    return float(settings.assumed_rate)
+  own = float(settings.assumed_rate)
+  if own != discovery.DEFAULT_ASSUMED_RATE and own != given:
+    raise ValueError(
+        f"discover.assumed_rate={own} and noise.assumed_rate={given} differ: both give the "
+        "symmetric T assumed for clean labels; set one of them (noise.assumed_rate, as the "
+        "classifier was trained, or leave discover.assumed_rate at its default "
+        f"{discovery.DEFAULT_ASSUMED_RATE})")
+  return given
 
 
 def choose_transition(noise_spec, classifier, splits, assumed_rate: float
@@ -81,12 +98,15 @@ def choose_transition(noise_spec, classifier, splits, assumed_rate: float
   """T for the weights and where it came from.
 
   noise rate 0 (or kind none): symmetric at `assumed_rate` (TDSM convention,
-  other classes only); else the classifier's own T (known or learned), or the
-  data's true T when the classifier carries none (`noisy_target`).
+  other classes only; `noise.assumed_rate`'s convention when that is set); else the
+  classifier's own T (known or learned), or the data's true T when the classifier
+  carries none (`noisy_target`).
   """
   c = splits.num_classes
   if noise_spec.kind == "none" or float(noise_spec.rate) == 0.0:
-    return noise.transition_matrix("sym", c, assumed_rate, convention="tdsm"), "assumed_symmetric"
+    convention = noise_spec.convention if noise_spec.assumed_rate else "tdsm"
+    return (noise.transition_matrix("sym", c, assumed_rate, convention=convention),
+            "assumed_symmetric")
   if getattr(classifier, "noisy_target", False):
     if splits.transition is None:
       raise ValueError(f"noise.kind={noise_spec.kind!r} has no known transition and the "
@@ -111,6 +131,7 @@ def _by_k(fn, scores, is_flipped, ks) -> dict[str, float | None]:
   return {str(k): _finite(fn(scores, is_flipped, k)) for k in ks}
 
 
+@lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """task=discover: ranks the training set by own-label weight; writes the reports.

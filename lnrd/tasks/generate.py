@@ -48,6 +48,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   lnrd_common.sampler_settings(config)
 
 
+@lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Samples per class from `config.generate.run_dir`; writes npz + PNG to `workdir`."""

@@ -44,6 +44,7 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
+@lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Classifier, DSM, TDSM (and oracle TDSM) on the mixture; SW_2 per class; figures."""

@@ -15,7 +15,11 @@ from the diffusion model's training distribution and is trained on the given
   classifier.transition='none'     plain cross-entropy: softmax(h) ~ p_t(y~ | x_t), the paper's h~
 
 Adam with EDM's warm-up, no EMA, EDM augmentation with augment labels (as the
-authors). Every `classifier.eval_every_kimg` the clean test accuracy of argmax
+authors); for 'learned' the authors' VolMinNet schedule instead: the learning rate
+times `classifier.volmin_lr_factors` between the `classifier.volmin_lr_kimg`
+boundaries (no warm-up; `()` keeps the warm-up) and theta frozen from
+`classifier.freeze_transition_kimg` on (0: never). With `noise.assumed_rate` (clean
+labels) 'known' is forward correction with that assumed symmetric T. Every `classifier.eval_every_kimg` the clean test accuracy of argmax
 softmax(h) is measured at several fixed noise levels. The run keeps its own
 checkpoints (resume) and, at the end, exports WORKDIR/time_classifier/
 (`lnrd.runs.export_classifier`), which TDSM loads with `lnrd.runs.load_classifier`.
@@ -73,8 +77,50 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"classifier.optim.learning_rate={c.optim.learning_rate} must be > 0")
   common.loop_settings(c, config)
   lnrd_common.preconditioning(config)
+  lnrd_common.matmul_precision(config)
+  if c.transition == "learned":
+    volmin_schedule(c)
 
 
+def volmin_schedule(c: ml_collections.ConfigDict) -> tuple[tuple, tuple, float]:
+  """(lr boundaries in kimg, lr factors, freeze kimg) of the learned-T classifier
+  (`classifier.volmin_lr_kimg`, `volmin_lr_factors`, `freeze_transition_kimg`), checked."""
+  example = "e.g. the authors' (1500.0, 3000.0, 7500.0) with factors (1.0, 0.1, 0.01, 1.0)"
+  try:
+    bounds = tuple(float(b) for b in c.volmin_lr_kimg)
+    factors = tuple(float(f) for f in c.volmin_lr_factors)
+  except (TypeError, ValueError):
+    raise ValueError(f"classifier.volmin_lr_kimg={c.volmin_lr_kimg!r} and "
+                     f"classifier.volmin_lr_factors={c.volmin_lr_factors!r} must be tuples of "
+                     f"numbers, {example}") from None
+  if any(b <= 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+    raise ValueError(f"classifier.volmin_lr_kimg={c.volmin_lr_kimg!r} must be positive and "
+                     f"strictly increasing kimg, {example}; () keeps classifier.optim's warm-up")
+  if bounds and (len(factors) != len(bounds) + 1 or any(f < 0 for f in factors)):
+    raise ValueError(f"classifier.volmin_lr_factors={c.volmin_lr_factors!r} must hold "
+                     f"{len(bounds) + 1} non-negative factors, one more than the "
+                     f"{len(bounds)} boundaries of classifier.volmin_lr_kimg, {example}")
+  freeze = float(c.freeze_transition_kimg)
+  if not freeze >= 0:
+    raise ValueError(f"classifier.freeze_transition_kimg={c.freeze_transition_kimg!r} must be "
+                     ">= 0 (0: theta is never frozen; the authors: 7500.0)")
+  return bounds, factors, freeze
+
+
+def optimizer(c: ml_collections.ConfigDict):
+  """`classifier.optim`'s Adam with EDM's warm-up; for transition='learned' the authors'
+  VolMinNet schedule (`lnrd.time_classifier.volmin_optimizer`)."""
+  if c.transition != "learned":
+    return lnrd_common.edm_optimizer(c.optim, c.batch_size)
+  bounds, factors, freeze = volmin_schedule(c)
+  o = c.optim
+  return time_classifier.volmin_optimizer(
+      float(o.learning_rate), batch_size=int(c.batch_size), lr_kimg=bounds, lr_factors=factors,
+      freeze_transition_kimg=freeze, warmup_kimg=float(o.warmup_kimg), beta1=float(o.beta1),
+      beta2=float(o.beta2), eps=float(o.eps))
+
+
+@lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Trains the time-dependent classifier of `config`; exports it; returns final metrics."""
@@ -96,26 +142,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     kwargs = dict(c.get("kwargs", {}) or {})
     model = time_classifier.get_time_classifier(c.arch, data.num_classes, **kwargs)
     precond = lnrd_common.preconditioning(config)
-    tx = lnrd_common.edm_optimizer(c.optim, c.batch_size)
+    tx = optimizer(c)
     facts = lnrd_common.data_record(config, data, shape)
     runs.start_run(workdir, config.to_dict(), dict(
         task="noisy_classifier", method=f"time_classifier/{c.transition}", arch=c.arch,
         kwargs=kwargs, transition_kind=c.transition, precond=config.precond.to_dict(),
-        **facts), allowed)
+        matmul_precision=lnrd_common.matmul_precision(config), **facts), allowed)
 
   total_steps = common.kimg_steps(c.duration_kimg, c.batch_size)
-  lnrd_common.warn_if_warmup_exceeds_run("classifier.", float(c.optim.warmup_kimg),
-                                         float(c.duration_kimg))
+  if c.transition != "learned" or not c.volmin_lr_kimg:  # else no warm-up
+    lnrd_common.warn_if_warmup_exceeds_run("classifier.", float(c.optim.warmup_kimg),
+                                           float(c.duration_kimg))
   state = time_classifier.init_state(
       model, tx, shape, data.num_classes, jax.random.fold_in(jax.random.PRNGKey(config.seed), 11),
       learned_transition=c.transition == "learned", mesh=mesh)
   logging.info("time-dependent classifier %s: %d parameters, transition %s, %d steps", c.arch,
                num_params(state.params["net"]), c.transition, total_steps)
   preprocess = lnrd_common.preprocess(config)
+  # the true T for forward correction ('known'); 'none' uses the identity, 'learned' its own
+  trained_with = transition if c.transition == "known" else np.eye(data.num_classes)
   train_step = time_classifier.make_train_step(
       model, tx, precond=precond,
-      transition=transition if c.transition == "known" else np.eye(data.num_classes),
-      volmin_weight=float(c.volmin_weight),
+      transition=trained_with, volmin_weight=float(c.volmin_weight),
       augment=lnrd_common.augment_pipe(config, shape), preprocess=preprocess)
   writer = writers.create_writer(workdir)
   eval_fns = {s: time_classifier.make_eval_sums_at(model, s, preprocess) for s in EVAL_SIGMAS}
@@ -137,13 +185,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       log_scalars=lambda step: {"kimg": step * c.batch_size / 1000})
   if not results:
     evaluate(result.step, result.state)
-  final = {**results, **{f"train/{k}": v for k, v in result.train_metrics.items()},
-           "step": result.step, "completed": float(result.completed),
-           "steps_this_run": result.steps_this_run}
+  final = {**results, **result.summary()}
   if result.completed:
     params = jax.device_get(result.state.params)
-    used = np.asarray(time_classifier.transition_of(
-        params, transition if c.transition == "known" else np.eye(data.num_classes)), np.float64)
+    used = np.asarray(time_classifier.transition_of(params, trained_with), np.float64)
     folder = lnrd_runs.export_classifier(
         workdir, arch=c.arch, kwargs=kwargs,
         variables={"params": params["net"], **jax.device_get(result.state.model_state)},

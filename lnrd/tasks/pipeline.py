@@ -35,6 +35,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from lnrd.tasks import common as lnrd_common
 from lnrd.tasks import diffusion as diffusion_task
 from lnrd.tasks import evaluate as evaluate_task
 from lnrd.tasks import noisy_classifier as classifier_task
@@ -54,6 +55,15 @@ def _finished(workdir: str) -> bool:
   if not os.path.exists(os.path.join(workdir, runs.CONFIG_FILE)):
     return False
   return runs.open_run(workdir).finished
+
+
+def _stopped_early(results: dict, stage: str) -> bool:
+  """True (with a warning) when the stage just run stopped before its end (preemption,
+  stop_after_steps): the later stages need it finished."""
+  if results.get(stage, {}).get("completed", 1.0):
+    return False
+  logging.warning("pipeline: the %s stage stopped early; rerun the pipeline to resume it", stage)
+  return True
 
 
 def corrector_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -83,6 +93,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"corrector={corrector_method}")
   if config.method not in ("dsm", "tdsm"):
     raise ValueError(f"method={config.method!r}; the pipeline trains dsm or tdsm")
+  lnrd_common.matmul_precision(config)
+  assumed = common.noise_spec(config).assumed_rate
+  if corrector_method and assumed:
+    raise ValueError(f"noise.assumed_rate={assumed} assumes a T for clean "
+                     f"labels, but pipeline.corrector={corrector_method!r} gives the stages "
+                     "corrected labels with their own estimated T: set noise.assumed_rate=0 "
+                     "or pipeline.corrector=''")
   if corrector_method and config.dataset.source == "stream":
     raise ValueError("pipeline.corrector needs an in-memory dataset (not dataset.source=stream)")
   if corrector_method:
@@ -103,7 +120,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not _finished(folder):
       logging.info("pipeline: training the corrector (%s) in %s", config.pipeline.corrector,
                    folder)
-      classify_task.train_and_evaluate(corrector_config(config), folder, devices)
+      stage = classify_task.train_and_evaluate(corrector_config(config), folder, devices)
+      if _stopped_early({"corrector": stage}, "corrector"):
+        return results
     labels_file = os.path.join(folder, corrector.LABELS_FILE)
     if not os.path.exists(labels_file):
       results["corrector"] = corrector.correct_labels(
@@ -119,14 +138,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("pipeline: training the time-dependent classifier in %s", folder)
       stage = common.with_overrides(config, task="noisy_classifier", **overrides)
       results["classifier"] = classifier_task.train_and_evaluate(stage, folder, devices)
+      if _stopped_early(results, "classifier"):
+        return results
     overrides["tdsm.classifier_dir"] = folder
   folder = os.path.join(workdir, "diffusion")
   if not _finished(folder):
     logging.info("pipeline: training %s in %s", config.method.upper(), folder)
     stage = common.with_overrides(config, task="diffusion", **overrides)
     results["diffusion"] = diffusion_task.train_and_evaluate(stage, folder, devices)
-    if not results["diffusion"].get("completed", 1.0):
-      logging.warning("pipeline: the diffusion run stopped early; rerun to resume")
+    if _stopped_early(results, "diffusion"):
       return results
   if config.pipeline.evaluate:
     out = os.path.join(workdir, "evaluate")

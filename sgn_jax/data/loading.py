@@ -16,6 +16,8 @@ fields; missing ones take the defaults shown):
                  for cifar10_n / cifar100_n from "tfds" it is the default
                  manual_dir
     train_subset first n train rows only; 0 = all            (0)
+    val_split    which train rows a validation fraction holds out
+                 (`split_validation`): "random" (seeded) | "last"  ("random")
     gmm          sub-config for source "gmm": num_classes, num_train,
                  num_test, std, radius; the seed is `spec.seed` (default 0)
 
@@ -48,6 +50,8 @@ _SOURCE_DATASETS = {
 }
 _CIFAR_N_OK = ("cifar10", "cifar100", "cifar10_n", "cifar100_n")
 _GMM_FIELDS = ("num_classes", "num_train", "num_test", "std", "radius")
+# How `split_validation` picks the validation rows.
+VAL_SPLITS = ("random", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,9 @@ class DatasetSpec:
   The streamed datasets (Clothing1M, mini-WebVision, `sgn_jax.train_data.StreamingData`)
   also use `from_files` (read the JPEGs of manual_dir), `samples_per_class` (a
   class-balanced subset per epoch, 0: all), `crop_size` and `resize` (0: the
-  authors' sizes). `DatasetSpec.from_mapping(d)` takes the known keys of a mapping.
+  authors' sizes). `val_split` says which rows a validation fraction holds out
+  (`VAL_SPLITS`, `split_validation`). `DatasetSpec.from_mapping(d)` takes the known
+  keys of a mapping.
   """
   name: str
   source: str = "tfds"
@@ -73,6 +79,7 @@ class DatasetSpec:
   samples_per_class: int = 0
   crop_size: int = 0
   resize: int = 0
+  val_split: str = "random"
 
   @classmethod
   def from_mapping(cls, fields: Mapping[str, Any]) -> "DatasetSpec":
@@ -132,12 +139,19 @@ def check_dataset_spec(spec: Any) -> dict[str, Any]:
     raise ValueError(f"dataset.train_subset={train_subset!r} must be an int "
                      ">= 0 (0 = all train rows).")
 
+  val_split = _get(spec, "val_split", "random") or "random"
+  if val_split not in VAL_SPLITS:
+    raise ValueError(
+        f"dataset.val_split={val_split!r} is unknown; allowed: {', '.join(VAL_SPLITS)} "
+        "(random: a seeded random subset of the training rows; last: the last rows in "
+        "the dataset's order, the same for every seed).")
+
   fields = dict(name=name, source=source, train_subset=int(train_subset),
                 data_dir=_get(spec, "data_dir"),
                 manual_dir=_get(spec, "manual_dir"),
                 download=bool(_get(spec, "download", False)),
                 path=_get(spec, "path"), cifar_n_dir=_get(spec, "cifar_n_dir"),
-                seed=_get(spec, "seed", 0) or 0)
+                seed=_get(spec, "seed", 0) or 0, val_split=val_split)
 
   cifar_n_dir = fields["cifar_n_dir"]
   if cifar_n_dir:
@@ -236,32 +250,43 @@ def load_dataset(spec: Any) -> InMemoryDataset:
   return ds
 
 
-def split_validation(num_examples: int, fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """Deterministic random train/validation split of `num_examples` rows.
+def split_validation(num_examples: int, fraction: float, seed: int,
+                     mode: str = "random") -> tuple[np.ndarray, np.ndarray]:
+  """Deterministic train/validation split of `num_examples` rows.
 
   Args:
     num_examples: number of rows to split (>= 0).
     fraction: share of rows for validation, in [0, 1); the validation size is
       round(fraction * num_examples). 0 gives all rows to train.
-    seed: seed for `np.random.default_rng`.
+    seed: seed for `np.random.default_rng` (mode "random").
+    mode: "random": a random subset drawn from `seed`; "last": the last rows, the
+      same for every seed (Uncertainty Baselines' CIFAR validation split,
+      `ReadInstruction('train', from_=-n)` of the TFDS train split in its on-disk
+      order, which the TFDS source keeps; the SGN authors' CIFAR/CIFAR-N runs).
 
   Returns:
     (train_rows, val_rows): disjoint sorted int64 arrays covering
     range(num_examples).
 
   Raises:
-    ValueError: fraction outside [0, 1) or a negative / non-int count.
+    ValueError: fraction outside [0, 1), a negative / non-int count or an unknown
+      mode.
   """
   if (isinstance(num_examples, bool) or
       not isinstance(num_examples, (int, np.integer)) or num_examples < 0):
     raise ValueError(f"num_examples={num_examples!r} must be an int >= 0.")
   if isinstance(fraction, bool) or not 0.0 <= float(fraction) < 1.0:
     raise ValueError(f"validation fraction={fraction!r} must be in [0, 1).")
+  if mode not in VAL_SPLITS:
+    raise ValueError(f"validation split mode={mode!r} is unknown; allowed: "
+                     f"{', '.join(VAL_SPLITS)}.")
   n_val = int(round(float(fraction) * num_examples))
   if n_val == 0:
     return (np.arange(num_examples, dtype=np.int64),
             np.zeros((0,), dtype=np.int64))
+  if mode == "last":
+    return (np.arange(num_examples - n_val, dtype=np.int64),
+            np.arange(num_examples - n_val, num_examples, dtype=np.int64))
   perm = np.random.default_rng(seed).permutation(num_examples)
   return (np.sort(perm[n_val:]).astype(np.int64),
           np.sort(perm[:n_val]).astype(np.int64))

@@ -41,6 +41,14 @@ Preprocessing (both follow the SGN authors' code, ErikEnglesson/SGN):
 Evaluation uses the centre crop. `Preprocess(resize=256)` instead resizes the
 shorter side to 256 (torchvision `Resize(256)`, as DivideMix / ELR do).
 
+The authors feed that Clothing1M normalisation (RGB, dataset mean / std) even
+to the Keras ImageNet ResNet-50 they fine-tune. The normalisation those Keras
+weights were trained with is `Preprocess(mode="caffe")` (`CLOTHING1M_CAFFE`):
+RGB -> BGR, minus the per-channel mean `CAFFE_MEAN_BGR` in pixel units 0..255,
+no scaling (`keras.applications.resnet50.preprocess_input`). `device_normalize`
+applies either normalisation on the device to the uint8 crops of
+`normalize=False` pipelines.
+
 TensorFlow is imported inside the functions only: `import
 sgn_jax.data.streaming` works without it.
 """
@@ -54,6 +62,7 @@ import os
 from typing import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -64,6 +73,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLOTHING1M_MEAN = (0.6959, 0.6537, 0.6371)
 CLOTHING1M_STD = (0.3113, 0.3192, 0.3214)
+# Caffe's ImageNet mean in BGR order, pixel units 0..255 (Keras `preprocess_input`
+# mode "caffe", used by the Keras ImageNet ResNet-50 weights).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+NORMALIZATION_MODES = ("standardize", "caffe")
 
 # Salts that keep the order and the augmentation streams independent.
 _ORDER_SALT = 0x4F524452
@@ -168,19 +181,61 @@ class Preprocess:
       authors' `Resizing(256, 256)`); an int: resize the shorter side to it,
       keeping the aspect ratio (torchvision `Resize(256)`); None: no resize
       (the image must be at least `crop_size` on each side).
-    mean, std: per-channel normalisation of images scaled to [0, 1].
+    mean, std: per-channel normalisation of RGB images scaled to [0, 1]
+      (mode "standardize"); None with mode "caffe".
+    mode: "standardize": (x / 255 - mean) / std on RGB; "caffe": RGB -> BGR,
+      minus `CAFFE_MEAN_BGR` on pixel values 0..255, no scaling (the input the
+      Keras ImageNet ResNet-50 weights were trained on).
   """
   crop_size: int
   resize: tuple[int, int] | int | None
-  mean: tuple[float, float, float]
-  std: tuple[float, float, float]
+  mean: tuple[float, float, float] | None
+  std: tuple[float, float, float] | None
+  mode: str = "standardize"
+
+  def __post_init__(self):
+    if self.mode not in NORMALIZATION_MODES:
+      raise ValueError(
+          f"Preprocess mode={self.mode!r} is not known; allowed: {list(NORMALIZATION_MODES)} "
+          f"('standardize': (x / 255 - mean) / std on RGB; 'caffe': RGB -> BGR minus "
+          f"{CAFFE_MEAN_BGR}, the Keras ImageNet ResNet-50's preprocess_input).")
+    if self.mode == "caffe" and (self.mean is not None or self.std is not None):
+      raise ValueError(
+          f"Preprocess(mode='caffe') subtracts the fixed BGR mean {CAFFE_MEAN_BGR} and "
+          f"takes no mean / std; got mean={self.mean!r}, std={self.std!r}. Pass mean=None, "
+          f"std=None, or mode='standardize' to normalise with them.")
+    if self.mode == "standardize" and (self.mean is None or self.std is None):
+      raise ValueError(
+          f"Preprocess(mode='standardize') needs a per-channel mean and std; got "
+          f"mean={self.mean!r}, std={self.std!r}. Pass both (e.g. CLOTHING1M_MEAN / "
+          f"CLOTHING1M_STD), or mode='caffe'.")
 
 
 CLOTHING1M = Preprocess(crop_size=224, resize=(256, 256), mean=CLOTHING1M_MEAN,
                         std=CLOTHING1M_STD)
 WEBVISION = Preprocess(crop_size=227, resize=(256, 256), mean=IMAGENET_MEAN,
                        std=IMAGENET_STD)
+# Clothing1M crops with the Keras ImageNet ResNet-50's own normalisation (model
+# "resnet50_keras"); the authors use CLOTHING1M with those weights.
+CLOTHING1M_CAFFE = Preprocess(crop_size=224, resize=(256, 256), mean=None, std=None,
+                              mode="caffe")
 PREPROCESS = {"clothing1m": CLOTHING1M, "mini_webvision": WEBVISION}
+
+
+def device_normalize(images: jax.Array, preprocess: Preprocess,
+                     dtype=jnp.float32) -> jax.Array:
+  """uint8 (or float, 0..255) RGB crops -> network inputs, as `preprocess.mode` says.
+
+  The same values as the host pipelines' `normalize=True`, for the uint8 crops
+  of `normalize=False` (jit-able; e.g. `functools.partial(device_normalize,
+  preprocess=CLOTHING1M_CAFFE)` as the classification `preprocess`).
+  """
+  x = jnp.asarray(images).astype(jnp.float32)
+  if preprocess.mode == "caffe":
+    return (x[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)).astype(dtype)
+  mean = jnp.asarray(preprocess.mean, jnp.float32) * 255.0
+  std = jnp.asarray(preprocess.std, jnp.float32) * 255.0
+  return ((x - mean) / std).astype(dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -426,6 +481,8 @@ def _finish(image, preprocess: Preprocess, normalize: bool):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   c = preprocess.crop_size
   image.set_shape([c, c, 3])
+  if normalize and preprocess.mode == "caffe":
+    return tf.reverse(image, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
   if normalize:
     mean = tf.constant(preprocess.mean, tf.float32) * 255.0
     std = tf.constant(preprocess.std, tf.float32) * 255.0

@@ -15,11 +15,14 @@ from sgn_jax.models.cnn import SmallCNN
 from sgn_jax.models.composition import WithHead
 from sgn_jax.models.heteroscedastic import HeteroscedasticHead
 from sgn_jax.models.inception_resnet_v2 import InceptionResNetV2
+from sgn_jax.models.keras_resnet import KerasResNet
+from sgn_jax.models.keras_resnet import KerasResNet50
 from sgn_jax.models.mlp import MLP
 from sgn_jax.models.resnet import ResNet
 from sgn_jax.models.resnet import ResNet18
 from sgn_jax.models.resnet import ResNet34
 from sgn_jax.models.resnet import ResNet50
+from sgn_jax.models.tdsm_cas_cnn import TdsmCasCNN
 from sgn_jax.models.wide_resnet import WideResNet
 from sgn_jax.models.wide_resnet import WideResNetBlock
 from sgn_jax.models.wide_resnet import wrn28_2
@@ -32,7 +35,9 @@ MODELS = {
     "resnet18": ResNet18,
     "resnet34": ResNet34,
     "resnet50": ResNet50,
+    "resnet50_keras": KerasResNet50,  # Keras applications ResNet50 (v1), Keras weights
     "inception_resnet_v2": InceptionResNetV2,
+    "tdsm_cas_cnn": TdsmCasCNN,
 }
 
 
@@ -65,6 +70,6 @@ def get_model(name: str, num_outputs: int, **kwargs) -> nn.Module:
   return factory(num_outputs=num_outputs, **kwargs)
 
 
-__all__ = ["HeteroscedasticHead", "InceptionResNetV2", "MLP", "MODELS", "ResNet",
-           "ResNet18", "ResNet34", "ResNet50", "SmallCNN", "WideResNet", "WideResNetBlock",
-           "WithHead", "get_model", "wrn28_2"]
+__all__ = ["HeteroscedasticHead", "InceptionResNetV2", "KerasResNet", "KerasResNet50", "MLP",
+           "MODELS", "ResNet", "ResNet18", "ResNet34", "ResNet50", "SmallCNN", "TdsmCasCNN",
+           "WideResNet", "WideResNetBlock", "WithHead", "get_model", "wrn28_2"]

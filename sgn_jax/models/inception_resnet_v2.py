@@ -25,7 +25,9 @@ brackets)::
 V = "valid", S = "same" padding (all "same" convolutions have stride 1, so the
 padding is symmetric and matches TensorFlow's). Every convolution except the
 residual-block "up" projections is Keras' `conv2d_bn`: Conv (no bias) ->
-BatchNorm(scale=False: no gamma, epsilon 1e-3, momentum 0.99) -> ReLU. The
+BatchNorm(scale=False: no gamma, epsilon 1e-3, momentum 0.99) -> ReLU (the
+module fields `bn_momentum` and `bn_scale` change the momentum and add a learnable
+gamma: the SGN authors' WebVision copy uses 0.9 and True). The
 residual blocks are
 
     mixed = concat(branches);  up = Conv1x1(C_in, with bias)(mixed)   # no BN
@@ -55,8 +57,8 @@ import jax.numpy as jnp
 
 glorot_uniform = nn.initializers.glorot_uniform()  # Keras' default
 
-BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3,
-                              use_scale=False)
+# Keras' conv2d_bn BatchNorm: epsilon 1e-3; momentum and scale from the model's fields.
+BN_EPSILON = 1e-3
 
 
 def _pair(k):
@@ -64,12 +66,14 @@ def _pair(k):
 
 
 class ConvBN(nn.Module):
-  """Keras `conv2d_bn`: Conv (no bias) -> BN (no scale) -> optional ReLU."""
+  """Keras `conv2d_bn`: Conv (no bias) -> BN (no scale by default) -> optional ReLU."""
   features: int
   kernel_size: Any
   strides: int = 1
   padding: str = "SAME"
   activation: bool = True
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -78,8 +82,9 @@ class ConvBN(nn.Module):
                 strides=(self.strides, self.strides), padding=self.padding,
                 use_bias=False, kernel_init=glorot_uniform, dtype=self.dtype,
                 name="conv")(x)
-    x = BatchNorm(use_running_average=not train, dtype=self.dtype,
-                  name="bn")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                     epsilon=BN_EPSILON, use_scale=self.bn_scale, dtype=self.dtype,
+                     name="bn")(x)
     return nn.relu(x) if self.activation else x
 
 
@@ -89,11 +94,14 @@ def _max_pool(x):
 
 class Mixed5b(nn.Module):
   """Stem output -> 320 channels (Keras `mixed_5b`)."""
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    cb = functools.partial(ConvBN, dtype=self.dtype)
+    cb = functools.partial(ConvBN, bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                           dtype=self.dtype)
     b0 = cb(96, 1, name="branch0")(x, train)
     b1 = cb(48, 1, name="branch1_0")(x, train)
     b1 = cb(64, 5, name="branch1_1")(b1, train)
@@ -108,11 +116,14 @@ class Mixed5b(nn.Module):
 
 class Mixed6a(nn.Module):
   """35x35x320 -> 17x17x1088 reduction (Keras `mixed_6a`)."""
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    cb = functools.partial(ConvBN, dtype=self.dtype)
+    cb = functools.partial(ConvBN, bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                           dtype=self.dtype)
     b0 = cb(384, 3, strides=2, padding="VALID", name="branch0")(x, train)
     b1 = cb(256, 1, name="branch1_0")(x, train)
     b1 = cb(256, 3, name="branch1_1")(b1, train)
@@ -122,11 +133,14 @@ class Mixed6a(nn.Module):
 
 class Mixed7a(nn.Module):
   """17x17x1088 -> 8x8x2080 reduction (Keras `mixed_7a`)."""
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    cb = functools.partial(ConvBN, dtype=self.dtype)
+    cb = functools.partial(ConvBN, bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                           dtype=self.dtype)
     b0 = cb(256, 1, name="branch0_0")(x, train)
     b0 = cb(384, 3, strides=2, padding="VALID", name="branch0_1")(b0, train)
     b1 = cb(256, 1, name="branch1_0")(x, train)
@@ -150,6 +164,8 @@ class InceptionResNetBlock(nn.Module):
   block_type: str
   scale: float
   activation: bool = True
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -158,8 +174,8 @@ class InceptionResNetBlock(nn.Module):
     for i, spec in enumerate(_BLOCK_BRANCHES[self.block_type]):
       b = x
       for j, (filters, k) in enumerate(spec):
-        b = ConvBN(filters, k, dtype=self.dtype,
-                   name=f"branch{i}_{j}")(b, train)
+        b = ConvBN(filters, k, bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                   dtype=self.dtype, name=f"branch{i}_{j}")(b, train)
       branches.append(b)
     mixed = jnp.concatenate(branches, axis=-1)
     up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, kernel_init=glorot_uniform,
@@ -185,6 +201,10 @@ class InceptionResNetV2(nn.Module):
     head: if False, return the pooled features (N, 1536).
     block_repeats: number of (block35, block17, block8) blocks; Keras'
       (10, 20, 10), the last block8 always scale 1.0 without ReLU.
+    bn_momentum: momentum of every BatchNorm's running statistics (Keras' 0.99;
+      the SGN authors' WebVision copy 0.9, webvision/inception_resnetv2.py:50).
+    bn_scale: learn a BatchNorm scale (gamma); Keras' False, the SGN authors' True
+      (inception_resnetv2.py:51,326). Adds 30,272 parameters.
     dtype: compute dtype; parameters and BN statistics stay float32. The final
       dense layer computes in float32 so the logits are float32 for any dtype;
       head=False features are in `dtype`.
@@ -192,9 +212,14 @@ class InceptionResNetV2(nn.Module):
   num_outputs: int = 1000
   head: bool = True
   block_repeats: Sequence[int] = (10, 20, 10)
+  bn_momentum: float = 0.99
+  bn_scale: bool = False
   dtype: Any = jnp.float32
 
   def __post_init__(self):
+    if not 0.0 <= self.bn_momentum < 1.0:
+      raise ValueError(f"InceptionResNetV2 bn_momentum must be in [0, 1); got "
+                       f"{self.bn_momentum!r}.")
     if (len(self.block_repeats) != 3
         or not all(isinstance(n, int) for n in self.block_repeats)
         or min(self.block_repeats[:2]) < 0 or self.block_repeats[2] < 1):
@@ -209,7 +234,8 @@ class InceptionResNetV2(nn.Module):
       raise ValueError(f"InceptionResNetV2 needs inputs of at least 75x75; got "
                        f"shape {x.shape}.")
     x = jnp.asarray(x, self.dtype)
-    cb = functools.partial(ConvBN, dtype=self.dtype)
+    cb = functools.partial(ConvBN, bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                           dtype=self.dtype)
     # Stem.
     x = cb(32, 3, strides=2, padding="VALID", name="conv2d_1a")(x, train)
     x = cb(32, 3, padding="VALID", name="conv2d_2a")(x, train)
@@ -218,15 +244,16 @@ class InceptionResNetV2(nn.Module):
     x = cb(80, 1, padding="VALID", name="conv2d_3b")(x, train)
     x = cb(192, 3, padding="VALID", name="conv2d_4a")(x, train)
     x = _max_pool(x)
-    x = Mixed5b(dtype=self.dtype, name="mixed_5b")(x, train)
+    bn = dict(bn_momentum=self.bn_momentum, bn_scale=self.bn_scale)
+    x = Mixed5b(**bn, dtype=self.dtype, name="mixed_5b")(x, train)
     n35, n17, n8 = self.block_repeats
-    block = functools.partial(InceptionResNetBlock, dtype=self.dtype)
+    block = functools.partial(InceptionResNetBlock, **bn, dtype=self.dtype)
     for i in range(1, n35 + 1):
       x = block("block35", 0.17, name=f"block35_{i}")(x, train)
-    x = Mixed6a(dtype=self.dtype, name="mixed_6a")(x, train)
+    x = Mixed6a(**bn, dtype=self.dtype, name="mixed_6a")(x, train)
     for i in range(1, n17 + 1):
       x = block("block17", 0.1, name=f"block17_{i}")(x, train)
-    x = Mixed7a(dtype=self.dtype, name="mixed_7a")(x, train)
+    x = Mixed7a(**bn, dtype=self.dtype, name="mixed_7a")(x, train)
     for i in range(1, n8):
       x = block("block8", 0.2, name=f"block8_{i}")(x, train)
     x = block("block8", 1.0, activation=False, name=f"block8_{n8}")(x, train)

@@ -6,6 +6,7 @@ Uncertainty Baselines `wide_resnet(version=2)` that the authors' code builds on.
 """
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -14,6 +15,8 @@ import jax.numpy as jnp
 # He-normal as Keras `he_normal`: truncated normal (cut at 2 std, the std
 # corrected so the variance stays) with variance 2 / fan_in.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+# Kernel initialisers of the dense head (`WideResNet.head_init`).
+HEAD_INITS = {"he_normal": he_normal, "glorot_uniform": nn.initializers.glorot_uniform()}
 
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -99,6 +102,16 @@ class WideResNet(nn.Module):
     dropout_rate: dropout between the two convolutions of each block (the
       WRN paper's placement); 0 (the default, and the SGN setting) disables it.
       Needs the "dropout" rng when > 0 and train=True.
+    head_init: kernel initialiser of the dense head, `HEAD_INITS`: "he_normal"
+      (default; Uncertainty Baselines' `wide_resnet`, the SGN authors' baselines) or
+      "glorot_uniform" (Keras' default Dense; the SGN authors' `wide_resnet_factors`
+      heads of SGN and LN, src/cifar/wide_resnet_factors.py:223-251). Biases start
+      at zero.
+    head_groups: () (default): one Dense(num_outputs) named "classifier"; else
+      separate Dense layers of these sizes ("classifier_0", "classifier_1", ...;
+      they sum to num_outputs) whose outputs are concatenated, e.g. SGN's (K-1, K-1)
+      loc and scale layers. With glorot_uniform the split changes the initial scale
+      (the limit sqrt(6 / (fan_in + fan_out)) is per layer).
     dtype: compute dtype; parameters and BN statistics stay float32. The final
       dense layer computes in float32 so the logits are float32 for any dtype;
       head=False features are in `dtype`.
@@ -109,9 +122,20 @@ class WideResNet(nn.Module):
   head: bool = True
   shortcut_on_preact: bool = False
   dropout_rate: float = 0.0
+  head_init: str = "he_normal"
+  head_groups: Sequence[int] = ()
   dtype: Any = jnp.float32
 
   def __post_init__(self):
+    if self.head_init not in HEAD_INITS:
+      raise ValueError(f"WideResNet head_init={self.head_init!r} is not known; allowed: "
+                       f"{sorted(HEAD_INITS)}.")
+    if self.head_groups and (
+        not all(isinstance(n, int) and n > 0 for n in self.head_groups)
+        or sum(self.head_groups) != self.num_outputs):
+      raise ValueError(
+          f"WideResNet head_groups={tuple(self.head_groups)!r} must be positive ints that "
+          f"sum to num_outputs={self.num_outputs} (or () for one dense layer).")
     if (not isinstance(self.depth, int) or self.depth < 10
         or (self.depth - 4) % 6 != 0):
       raise ValueError(
@@ -144,8 +168,13 @@ class WideResNet(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     if not self.head:
       return x
-    return nn.Dense(self.num_outputs, kernel_init=he_normal, dtype=jnp.float32,
-                    name="classifier")(x)
+    kernel_init = HEAD_INITS[self.head_init]
+    if not self.head_groups:
+      return nn.Dense(self.num_outputs, kernel_init=kernel_init, dtype=jnp.float32,
+                      name="classifier")(x)
+    return jnp.concatenate(
+        [nn.Dense(n, kernel_init=kernel_init, dtype=jnp.float32, name=f"classifier_{i}")(x)
+         for i, n in enumerate(self.head_groups)], axis=-1)
 
 
 wrn28_2 = functools.partial(WideResNet, depth=28, width=2)

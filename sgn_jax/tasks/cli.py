@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 from sgn_jax import errors
+from sgn_jax.training import writers
 
 USAGE_EXIT = 2
 
@@ -23,16 +24,6 @@ def fail(message: str) -> None:
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
   raise SystemExit(USAGE_EXIT)
-
-
-def _flat_keys(config, prefix: str = "") -> list[str]:
-  keys = []
-  for key, value in config.items():
-    if hasattr(value, "items") and callable(value.items):
-      keys += _flat_keys(value, f"{prefix}{key}.")
-    else:
-      keys.append(f"{prefix}{key}")
-  return keys
 
 
 def _override_problem(argv, flag_values) -> str | None:
@@ -52,7 +43,7 @@ def _override_problem(argv, flag_values) -> str | None:
     return None
   finally:
     sys.argv = saved_argv
-  keys = _flat_keys(probe.config)
+  keys = list(writers.flatten(probe.config.to_dict()))
   for override in overrides:
     path = override[len("config."):]
     if path in keys or any(k.startswith(path + ".") for k in keys):

@@ -26,7 +26,8 @@ def noise_spec(config: ml_collections.ConfigDict) -> noise.NoiseSpec:
   n = config.noise
   return noise.NoiseSpec(kind=n.kind, rate=float(n.rate), convention=n.convention,
                          label_set=n.get("label_set", "") or "",
-                         labels_file=n.get("labels_file", "") or "")
+                         labels_file=n.get("labels_file", "") or "",
+                         assumed_rate=float(n.get("assumed_rate", 0.0) or 0.0))
 
 
 def check_data_and_noise(config: ml_collections.ConfigDict) -> None:

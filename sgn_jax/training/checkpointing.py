@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from sgn_jax import errors
+from sgn_jax.training import mesh as mesh_lib
 
 
 def abstract_like(tree):
@@ -209,7 +210,6 @@ def restore_tree(directory: str, step: int, mesh=None) -> dict:
   if mesh is None:
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   else:
-    from sgn_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     sharding = mesh_lib.replicated(mesh)
   manager = ocp.CheckpointManager(
       os.path.abspath(directory) if "://" not in directory else directory,

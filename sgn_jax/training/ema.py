@@ -16,6 +16,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+
+# The EMA is "cold" while it still weighs its (random) initialisation by more than this.
+COLD_INIT_WEIGHT = 0.5
 
 
 def ema_update(ema_tree, new_tree, decay):
@@ -52,6 +56,11 @@ def edm_schedule(batch_size: int, halflife_kimg: float, rampup_ratio: float | No
   return decay
 
 
+def as_schedule(ema_decay):
+  """`step -> decay` of `ema_decay`: a schedule as it is, a number as a constant."""
+  return ema_decay if callable(ema_decay) else (lambda step: ema_decay)
+
+
 def warmup_decay(decay: float):
   """`step -> min(decay, (1 + step) / (10 + step))` (TF's EMA with `num_updates`):
   the update after step t averages over roughly the last (10 + t) / 9 steps until
@@ -73,3 +82,15 @@ def init_weight(ema_decay, steps: int) -> float:
   decays = np.asarray(ema_decay(np.arange(steps, dtype=np.float32)), np.float64)
   decays = np.broadcast_to(decays, (steps,))
   return float(np.exp(np.sum(np.log(np.clip(decays, 1e-300, 1.0)))))
+
+
+def warn_if_cold(ema_decay, steps: int, *, uses: str, fix: str) -> bool:
+  """Logs a warning when after `steps` updates the EMA still weighs its initialisation
+  by more than half (`init_weight`): `uses` says what the EMA network is used for,
+  `fix` what to change. Returns whether it warned."""
+  start = init_weight(ema_decay, steps)
+  if start <= COLD_INIT_WEIGHT:
+    return False
+  logging.warning("%s, but after %d steps the EMA still weighs its random initialisation "
+                  "by %.0f%%: %s", uses, steps, 100 * start, fix)
+  return True

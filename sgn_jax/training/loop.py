@@ -69,7 +69,9 @@ class LoopSettings:
 @dataclasses.dataclass(frozen=True)
 class Periodic:
   """`fn(step, state)` every `every_steps` steps (and at the last step when `at_end`),
-  timed apart from the training steps under `name`."""
+  timed apart from the training steps under `name`. A `fn` that returns a state
+  replaces the loop's (e.g. with a kept copy of the net in `extra`: model
+  selection); it is saved in the checkpoints that follow. None keeps it."""
   every_steps: int
   fn: Callable[[int, Any], Any]
   at_end: bool = True
@@ -91,6 +93,19 @@ class LoopResult:
   def completed(self) -> bool:
     return self.step >= self.total_steps
 
+  def summary(self) -> dict[str, float]:
+    """What every task's metrics.json reports of its loop: the last train metrics
+    (train/*), the step, whether the run completed (1/0), and this call's steps and
+    seconds."""
+    return {**{f"train/{k}": v for k, v in self.train_metrics.items()}, "step": self.step,
+            "completed": float(self.completed), "steps_this_run": self.steps_this_run,
+            "train_seconds_this_run": self.seconds}
+
+
+def step_keys(rng, step):
+  """(draw key, step key) of step `step`: `fold_in(rng, step)` split in two."""
+  return jax.random.split(jax.random.fold_in(rng, step))
+
 
 def jit_step(train_step: Callable, draw_batch: Callable | None = None,
              donate: bool = True) -> Callable:
@@ -102,7 +117,7 @@ def jit_step(train_step: Callable, draw_batch: Callable | None = None,
   e.g. streamed). The state is donated.
   """
   def step(state, inputs):
-    draw_key, step_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    draw_key, step_key = step_keys(state.rng, state.step)
     batch = inputs if draw_batch is None else draw_batch(inputs, state.step, draw_key)
     return train_step(state, batch, step_key)
   return jax.jit(step, donate_argnums=0 if donate else ())
@@ -135,7 +150,8 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
     settings: logging, checkpoint and stopping intervals.
     mesh, writer: the device mesh and the metric writer.
     items_per_step: the global batch size (images/s in the log line).
-    periodic: work every so many steps (evaluations, sample grids).
+    periodic: work every so many steps (evaluations, sample grids); a `Periodic` fn
+      that returns a state replaces the loop's.
     log_scalars: `step -> {name: value}` added to each log line (e.g. epoch, kimg).
     at_start: `(state, inputs)` called once before the first step of a fresh run.
 
@@ -197,7 +213,9 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
         if step % p.every_steps == 0 or (p.at_end and step == total_steps):
           check_pending(clear=False)
           with reporter.timed(p.name):
-            p.fn(step, state)
+            replaced = p.fn(step, state)
+          if replaced is not None:
+            state = replaced
       preempted = checkpointer.preempted(step)
       if checkpointer.should_save(step) or step == stop_at or preempted:
         check_pending(clear=False)

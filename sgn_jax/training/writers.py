@@ -149,28 +149,28 @@ def create_writer(workdir: str):
   return MultiWriter([main, JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_chief)])
 
 
-def flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-  """{"test": {"accuracy": 0.9}} -> {"test/accuracy": 0.9}; values as Python floats."""
+def flatten(tree: Mapping[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:
+  """Nested mappings as one flat `a<sep>b<sep>c -> leaf` dict (an empty mapping is a leaf)."""
   flat = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      flat.update(flatten_metrics(value, name + "/"))
+    if isinstance(value, Mapping) and value:
+      flat.update(flatten(value, sep, name + sep))
     else:
-      flat[name] = float(np.asarray(value))
+      flat[name] = value
   return flat
 
 
-def flatten_scalars(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_metrics(tree: Mapping[str, Any]) -> dict[str, float]:
+  """{"test": {"accuracy": 0.9}} -> {"test/accuracy": 0.9}; values as Python floats."""
+  return {k: float(np.asarray(v)) for k, v in flatten(tree, "/").items()
+          if not isinstance(v, Mapping)}
+
+
+def flatten_scalars(tree: Mapping[str, Any]) -> dict[str, Any]:
   """The scalar leaves of a nested dict (e.g. a config) as flat `a.b.c -> value`
   (hyper-parameters for `write_hparams`); other leaves are left out."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(flatten_scalars(value, f"{prefix}{key}."))
-    elif isinstance(value, (int, float, bool, str)):
-      flat[f"{prefix}{key}"] = value
-  return flat
+  return {k: v for k, v in flatten(tree).items() if isinstance(v, (int, float, bool, str))}
 
 
 def write_metrics_json(path: str, metrics: Mapping[str, Any]) -> None:
