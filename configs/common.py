@@ -195,11 +195,13 @@ def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections
   Values are converted to the type of the default (bools accept
   true/false/1/0/yes/no, None-defaults take Python literals or strings). A key
   not in `defaults` raises ValueError naming it and the allowed keys, unless
-  `lazy` is set (then it is kept as a string/literal).
+  `lazy` is set (then it is kept as a string/literal). A key given twice raises
+  ValueError naming it (which of the two was meant is not known).
   """
   result = ml_collections.ConfigDict(dict(defaults))
   if not arg:
     return result
+  given: dict[str, str] = {}
   for item in arg.split(","):
     item = item.strip()
     if not item:
@@ -209,6 +211,11 @@ def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections
           f"config argument {item!r} is not of the form key=value; "
           f"allowed keys: {sorted(defaults)}")
     key, value = (s.strip() for s in item.split("=", 1))
+    if key in given:
+      raise ValueError(
+          f"config argument {key!r} is given twice ({key}={given[key]}, {key}={value}); give "
+          f"each key once, e.g. :{key}={value}")
+    given[key] = value
     if key not in defaults and not lazy:
       near = difflib.get_close_matches(key, list(defaults), n=2, cutoff=0.6)
       raise ValueError(
@@ -352,11 +359,14 @@ def _classification(cell: dict, *, method: str, seed: int, epochs: int,
   """The classification config around given dataset/noise/input blocks."""
   from sgn_jax import classification  # pylint: disable=g-import-not-at-top
   from sgn_jax import methods  # pylint: disable=g-import-not-at-top
+  from sgn_jax.tasks import common as task_common  # pylint: disable=g-import-not-at-top
   block = cell["classify"]
   config = ml_collections.ConfigDict()
   config.task = "classify"
   config.seed = seed
   config.method = method
+  # the method whose keys this builds; --config.method=<another> is refused at validation
+  task_common.record_built_method(config, method)
   config.method_args = method_args(method, block.get("method_args"))
   if method == "sgn" and "sgn_alpha_like" in block:
     # SGN's alpha scaled to the run: the label correction 1 - alpha^epochs reached at the

@@ -25,7 +25,8 @@ each estimator's duration is then `--minutes` of training at its own speed:
 kimg = minutes * 60 * anchor steps/s * (anchor cost / its cost) * batch / 1000. The
 runs then train to those durations, two at a time (fixed durations: the load of that
 stage does not move the comparison). ROOT/budget.json records the speeds, costs and
-durations. The estimators' shapes are static (the skipped labels of `official` are
+durations; an "anchor" already in it is reused (e.g. one measured on the quiet
+machine before a loaded session: its "note" says so). The estimators' shapes are static (the skipped labels of `official` are
 masked, `sampled`'s residual pass has a fixed sub-batch), so their cost does not
 depend on the noise: the symmetric costs serve both settings.
 

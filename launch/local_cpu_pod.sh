@@ -18,12 +18,17 @@ PROCESSES=${LNRD_POD_PROCESSES:-2}
 DEVICES=${LNRD_POD_DEVICES:-4}
 PORT=${LNRD_POD_PORT:-12355}
 HOST=${LNRD_POD_HOST:-127.0.0.1}
-WORKDIR=${LNRD_WORKDIR:-${TMPDIR:-/tmp}/lnrd_local_cpu_pod}
+# The default work dir is a predictable path in a shared place: it is used only
+# if it is a real directory owned by the current user (see private_dir).
+DEFAULT_WORKDIR=${TMPDIR:-/tmp}/lnrd_local_cpu_pod
+WORKDIR=${LNRD_WORKDIR:-$DEFAULT_WORKDIR}
 CONFIG=${LNRD_CONFIG:-}
 DATA_DIR=${LNRD_DATA_DIR:-}
 GRACE=${LNRD_POD_GRACE:-10}   # seconds between SIGTERM and SIGKILL
 DRY_RUN=${DRY_RUN:-0}
+ENVS=()
 EXTRA=()
+_env=""
 
 usage() {
   cat <<EOF
@@ -34,16 +39,20 @@ Start P processes of main.py on this machine, each seeing D fake CPU devices
 joined through jax.distributed (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID).  All processes share one --workdir; process i logs to
 WORKDIR/process_i.log and process 0 also to stdout.  If one process fails,
-the others are killed and the script exits non-zero.
+the others are killed and the script exits non-zero; on Ctrl-C / SIGTERM it
+stops exactly the process groups it started, nothing else.
 
 Options (environment variable in brackets):
   -p, --processes P   number of processes [LNRD_POD_PROCESSES] ($PROCESSES)
   -d, --devices D     fake CPU devices per process [LNRD_POD_DEVICES] ($DEVICES)
   --port PORT         coordinator port [LNRD_POD_PORT] ($PORT)
   --host HOST         coordinator host [LNRD_POD_HOST] ($HOST)
-  --workdir DIR       shared work dir [LNRD_WORKDIR] ($WORKDIR)
+  --workdir DIR       shared work dir [LNRD_WORKDIR] ($DEFAULT_WORKDIR;
+                      refused if it is a symlink or not your own directory)
   --config PATH[:ARG] main.py config [LNRD_CONFIG] (or pass --config=... after --)
   --data-dir DIR      TFDS data dir, sets --config.dataset.data_dir [LNRD_DATA_DIR]
+  --env KEY=VALUE     extra environment for main.py (repeatable); exported to
+                      the processes, never printed (only KEY is shown)
   --grace SECONDS     wait this long after SIGTERM before SIGKILL ($GRACE)
   --dry-run           print the commands instead of running them [DRY_RUN=1]
   -h, --help          show this help
@@ -70,6 +79,7 @@ while (($#)); do
     --config | --config=*) optval CONFIG "$@"; shift "$NSHIFT" ;;
     --data-dir | --data-dir=*) optval DATA_DIR "$@"; shift "$NSHIFT" ;;
     --grace | --grace=*) optval GRACE "$@"; shift "$NSHIFT" ;;
+    --env | --env=*) optval _env "$@"; shift "$NSHIFT"; add_env "$_env" ;;
     --) shift; EXTRA=("$@"); break ;;
     -*) die "unknown option: $1 (see $SCRIPT_NAME --help)" ;;
     *) die "unexpected argument: '$1' (main.py arguments go after '--')" ;;
@@ -91,8 +101,9 @@ abspath() { if [[ $1 == /* || $1 == *://* ]]; then printf '%s\n' "$1"; else prin
 WORKDIR=$(abspath "$WORKDIR")
 [[ -z $DATA_DIR ]] || DATA_DIR=$(abspath "$DATA_DIR")
 LOG_DIR=$WORKDIR
+DEFAULT_LOG_DIR=${TMPDIR:-/tmp}/lnrd_local_cpu_pod_logs
 if [[ $WORKDIR == *://* ]]; then
-  LOG_DIR=${TMPDIR:-/tmp}/lnrd_local_cpu_pod_logs
+  LOG_DIR=$DEFAULT_LOG_DIR
 fi
 
 TRAIN=("$PYTHON" main.py)
@@ -118,10 +129,24 @@ process_cmd() {
     "JAX_PROCESS_ID=$i" "${TRAIN[@]}")
 }
 
+# make_dirs: create the work and log dirs; a default one only if it is safe.
+make_dirs() {
+  local dirs=() d
+  [[ $WORKDIR == *://* ]] || dirs+=("$WORKDIR")
+  [[ $LOG_DIR == "$WORKDIR" ]] || dirs+=("$LOG_DIR")
+  for d in ${dirs[@]+"${dirs[@]}"}; do
+    if [[ $d == "$DEFAULT_WORKDIR" || $d == "$DEFAULT_LOG_DIR" ]]; then
+      private_dir "$d" "pass --workdir DIR"
+    else
+      run mkdir -p "$d"
+    fi
+  done
+}
+
 if [[ $DRY_RUN == 1 ]]; then
   run cd "$ROOT"
-  run mkdir -p "$WORKDIR"
-  [[ $LOG_DIR == "$WORKDIR" ]] || run mkdir -p "$LOG_DIR"
+  make_dirs
+  announce_envs
   for ((i = 0; i < PROCESSES; i++)); do
     process_cmd "$i"
     if ((i == 0)); then
@@ -135,8 +160,8 @@ if [[ $DRY_RUN == 1 ]]; then
 fi
 
 cd "$ROOT"
-[[ $WORKDIR == *://* ]] || mkdir -p "$WORKDIR"
-mkdir -p "$LOG_DIR"
+make_dirs
+announce_envs
 
 # setsid puts each process (and anything it forks) into its own process group,
 # so that the whole group can be signalled.
@@ -217,10 +242,12 @@ for ((i = 0; i < PROCESSES; i++)); do
   process_cmd "$i"
   log=$LOG_DIR/process_$i.log
   info "+ $(quote "${CMD[@]}") > $(quote "$log")"
+  # The --env values reach the process through its environment only; the
+  # subshell execs it, so $! is its pid (and, with setsid, its process group).
   if ((i == 0)); then
-    ${SETSID[@]+"${SETSID[@]}"} "${CMD[@]}" > >(tee "$log") 2>&1 &
+    (export_envs; exec ${SETSID[@]+"${SETSID[@]}"} "${CMD[@]}") > >(tee "$log") 2>&1 &
   else
-    ${SETSID[@]+"${SETSID[@]}"} "${CMD[@]}" >"$log" 2>&1 &
+    (export_envs; exec ${SETSID[@]+"${SETSID[@]}"} "${CMD[@]}") >"$log" 2>&1 &
   fi
   PIDS+=("$!")
   STATUS+=(running)

@@ -30,7 +30,9 @@ PROCESSES=${LNRD_PROCESSES:-0}
 PORT=${LNRD_PORT:-12355}
 GRACE=${LNRD_GRACE:-10}
 DRY_RUN=${DRY_RUN:-0}
+ENVS=()
 EXTRA=()
+_env=""
 SUBCOMMAND=""
 
 usage() {
@@ -56,7 +58,10 @@ Options (environment variable in brackets):
                        [LNRD_PROCESSES]
   --port PORT          coordinator port for --processes [LNRD_PORT] ($PORT)
   --log-dir DIR        where logs go [LNRD_LOG_DIR] (default: WORKDIR, or
-                       \${TMPDIR:-/tmp}/lnrd_logs when WORKDIR is gs://)
+                       \${TMPDIR:-/tmp}/lnrd_logs when WORKDIR is gs://; that
+                       one is refused if it is a symlink or not your own dir)
+  --env KEY=VALUE      extra environment for main.py (repeatable); exported to
+                       the process(es), never printed (only KEY is shown)
   --grace SECONDS      --processes: SIGTERM-to-SIGKILL delay on failure ($GRACE)
   --venv DIR           virtualenv [LNRD_VENV] ($VENV)
   --jax-spec SPEC      JAX requirement for setup [LNRD_JAX_SPEC] ($JAX_SPEC)
@@ -89,6 +94,7 @@ while (($#)); do
     --port | --port=*) optval PORT "$@"; shift "$NSHIFT" ;;
     --log-dir | --log-dir=*) optval LOG_DIR "$@"; shift "$NSHIFT" ;;
     --grace | --grace=*) optval GRACE "$@"; shift "$NSHIFT" ;;
+    --env | --env=*) optval _env "$@"; shift "$NSHIFT"; add_env "$_env" ;;
     --venv | --venv=*) optval VENV "$@"; shift "$NSHIFT" ;;
     --jax-spec | --jax-spec=*) optval JAX_SPEC "$@"; shift "$NSHIFT" ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -224,12 +230,16 @@ run_processes() {
   for ((i = 0; i < PROCESSES; i++)); do
     log=$LOG_DIR/process_$i.log
     info "+ ${cmds[i]} > $(quote "$log")"
+    # The --env values reach the process through its environment only; the
+    # subshell execs it, so $! is its pid (and, with setsid, its process group).
     if ((i == 0)); then
-      ${SETSID[@]+"${SETSID[@]}"} env "JAX_COORDINATOR_ADDRESS=localhost:$PORT" "JAX_NUM_PROCESSES=$PROCESSES" \
-        "JAX_PROCESS_ID=$i" "CUDA_VISIBLE_DEVICES=${gpu_list[i]}" "${train[@]}" > >(tee "$log") 2>&1 &
+      (export_envs; exec ${SETSID[@]+"${SETSID[@]}"} env "JAX_COORDINATOR_ADDRESS=localhost:$PORT" \
+        "JAX_NUM_PROCESSES=$PROCESSES" "JAX_PROCESS_ID=$i" "CUDA_VISIBLE_DEVICES=${gpu_list[i]}" \
+        "${train[@]}") > >(tee "$log") 2>&1 &
     else
-      ${SETSID[@]+"${SETSID[@]}"} env "JAX_COORDINATOR_ADDRESS=localhost:$PORT" "JAX_NUM_PROCESSES=$PROCESSES" \
-        "JAX_PROCESS_ID=$i" "CUDA_VISIBLE_DEVICES=${gpu_list[i]}" "${train[@]}" >"$log" 2>&1 &
+      (export_envs; exec ${SETSID[@]+"${SETSID[@]}"} env "JAX_COORDINATOR_ADDRESS=localhost:$PORT" \
+        "JAX_NUM_PROCESSES=$PROCESSES" "JAX_PROCESS_ID=$i" "CUDA_VISIBLE_DEVICES=${gpu_list[i]}" \
+        "${train[@]}") >"$log" 2>&1 &
     fi
     PIDS+=("$!")
     STATUS+=(running)
@@ -276,8 +286,16 @@ cmd_run() {
   # main.py is started from the repository root; make local paths absolute first.
   WORKDIR=$(abspath "$WORKDIR")
   [[ -z $DATA_DIR ]] || DATA_DIR=$(abspath "$DATA_DIR")
+  # The default log dir for a gs:// WORKDIR is a predictable path in a shared
+  # place: it is used only if it is a real directory owned by the current user.
+  local default_log_dir=""
   if [[ -z $LOG_DIR ]]; then
-    if [[ $WORKDIR == *://* ]]; then LOG_DIR=${TMPDIR:-/tmp}/lnrd_logs; else LOG_DIR=$WORKDIR; fi
+    if [[ $WORKDIR == *://* ]]; then
+      LOG_DIR=$(abspath "${TMPDIR:-/tmp}/lnrd_logs")
+      default_log_dir=$LOG_DIR
+    else
+      LOG_DIR=$WORKDIR
+    fi
   fi
   LOG_DIR=$(abspath "$LOG_DIR")
 
@@ -293,7 +311,12 @@ cmd_run() {
 
   run cd "$ROOT"
   [[ $WORKDIR == *://* ]] || run mkdir -p "$WORKDIR"
-  [[ $LOG_DIR == "$WORKDIR" ]] || run mkdir -p "$LOG_DIR"
+  if [[ -n $default_log_dir ]]; then
+    private_dir "$LOG_DIR" "pass --log-dir DIR"
+  elif [[ $LOG_DIR != "$WORKDIR" ]]; then
+    run mkdir -p "$LOG_DIR"
+  fi
+  announce_envs
 
   if ((PROCESSES > 0)); then
     run_processes "${train[@]}"
@@ -310,7 +333,7 @@ cmd_run() {
     printf '%s 2>&1 | tee -a %s\n' "$(quote "${cmd[@]}")" "$(quote "$log")"
   else
     info "+ $(quote "${cmd[@]}") 2>&1 | tee -a $(quote "$log")"
-    "${cmd[@]}" 2>&1 | tee -a "$log"
+    (export_envs; exec "${cmd[@]}") 2>&1 | tee -a "$log"
   fi
 }
 

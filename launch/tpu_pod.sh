@@ -75,13 +75,16 @@ Subcommands:
            version is already installed (--force reinstalls).
   run      Start 'LNRD_DISTRIBUTED=auto python main.py --config=CONFIG
            --workdir=WORKDIR [--config.dataset.data_dir=DATA_DIR] EXTRA_ARGS'
-           under nohup on all workers; each worker logs to
-           ~/$REMOTE_LOG_DIR/train_worker<N>.log (symlinked as train.log).
+           under nohup (in its own process group, with a unique LNRD_RUN_ID)
+           on all workers; each worker logs to
+           ~/$REMOTE_LOG_DIR/train_worker<N>.log (symlinked as train.log) and
+           records the pid and run id in ~/$REMOTE_LOG_DIR/train.pid.
   logs     Follow the training log of worker 0 (or --worker=N).
-  stop     Kill the training process on all workers (idempotent).
+  stop     Kill the run recorded in train.pid on all workers, and nothing
+           else (idempotent).
   delete   Delete the TPU VM, or the queued resource with --queued (--quiet).
-  status   Describe the TPU VM / queued resource; with --procs also list the
-           training processes on every worker.
+  status   Describe the TPU VM / queued resource; with --procs also show the
+           recorded training process on every worker.
 
 Options (environment variable in brackets):
   --name NAME              TPU VM name / node id [LNRD_TPU_NAME] ($NAME)
@@ -100,7 +103,9 @@ Options (environment variable in brackets):
   --config PATH[:ARG]      main.py config [LNRD_CONFIG], e.g. configs/mnist_sym.py
   --workdir gs://...       shared work dir [LNRD_WORKDIR]
   --data-dir gs://...      TFDS data dir [LNRD_DATA_DIR]
-  --env KEY=VALUE          extra environment for main.py (repeatable)
+  --env KEY=VALUE          extra environment for main.py (repeatable); the
+                           values go to the workers in a mode-600 file (scp),
+                           never on a command line, and are never printed
   --repo URL               git URL to install from [LNRD_REPO]
                            (default: copy this checkout as a tarball)
   --ref REF                git branch / tag / commit [LNRD_REF] ($REF)
@@ -160,10 +165,7 @@ while (($#)); do
     --config | --config=*) optval CONFIG "$@"; shift "$NSHIFT" ;;
     --workdir | --workdir=*) optval WORKDIR "$@"; shift "$NSHIFT" ;;
     --data-dir | --data-dir=*) optval DATA_DIR "$@"; shift "$NSHIFT" ;;
-    --env | --env=*)
-      optval _env "$@"; shift "$NSHIFT"
-      [[ $_env =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env expects KEY=VALUE, got '$_env'"
-      ENVS+=("$_env") ;;
+    --env | --env=*) optval _env "$@"; shift "$NSHIFT"; add_env "$_env" ;;
     --repo | --repo=*) optval REPO "$@"; shift "$NSHIFT" ;;
     --ref | --ref=*) optval REF "$@"; shift "$NSHIFT" ;;
     --jax-spec | --jax-spec=*) optval JAX_SPEC "$@"; shift "$NSHIFT" ;;
@@ -254,9 +256,17 @@ remote_prelude() {
     "LOG_DIR=$(rpath "$REMOTE_LOG_DIR")" "$@"
 }
 
-# Matches "/path/to/python main.py ..." but not the ssh shell whose command line
-# merely contains "main.py" (a plain `pkill -f main.py` would kill that too).
-PATTERN_DEF="PATTERN=$(quote '^[^ ]*python[0-9.]* main\.py( |$)')"
+# The run's pid file on each worker: "PID RUN_ID".  `run` starts main.py with
+# setsid (so PID is also its process group) and LNRD_RUN_ID=RUN_ID in its
+# environment; `stop` and `status` act on that process group only, and only
+# while PID is still this run (its /proc/PID/environ has LNRD_RUN_ID=RUN_ID; a
+# reused pid does not), never on other users' or runs' `python main.py`.
+# run_alive sets PF_PID and PF_RID and succeeds if that run is still alive.
+# shellcheck disable=SC2016  # expanded on the worker
+PID_DEF=(
+  'PIDFILE=$LOG_DIR/train.pid'
+  'run_alive() { PF_PID=""; PF_RID=""; [ -f "$PIDFILE" ] || return 1; read -r PF_PID PF_RID < "$PIDFILE" || true; case $PF_PID in "" | *[!0-9]*) return 1 ;; esac; [ -n "$PF_RID" ] || return 1; if [ -e "/proc/$PF_PID" ]; then grep -qzxF "LNRD_RUN_ID=$PF_RID" "/proc/$PF_PID/environ" 2>/dev/null; else kill -0 -- "-$PF_PID" 2>/dev/null; fi; }'
+)
 
 # Join shell statements into a one-line command.
 join_lines() {
@@ -403,21 +413,62 @@ cmd_run() {
   train+=("--workdir=$WORKDIR")
   [[ -z $DATA_DIR ]] || train+=("--config.dataset.data_dir=$DATA_DIR")
   train+=(${EXTRA[@]+"${EXTRA[@]}"})
-  local env_prefix
-  env_prefix=$(quote LNRD_DISTRIBUTED=auto ${ENVS[@]+"${ENVS[@]}"})
+  local run_id
+  run_id=$(new_run_id)
 
-  local lines=(
-    "$(remote_prelude "$PATTERN_DEF")"
-    'if pgrep -f "$PATTERN" >/dev/null; then echo "$(hostname): training is already running (use the stop subcommand first)" >&2; exit 1; fi'
+  # --env values: written to a local file readable only by this user, copied
+  # to the workers with scp, sourced there and deleted at once; never on a
+  # command line (ps, shell history, logs) and never printed (only the KEYs).
+  local lines=("$(remote_prelude "${PID_DEF[@]}")") env_name="" tmpdir="" env_file=""
+  if ((${#ENVS[@]})); then
+    env_name=.lnrd-env-$run_id
+    if [[ $DRY_RUN == 1 ]]; then
+      env_file=${TMPDIR:-/tmp}/lnrd-env.XXXXXXXXXX/env
+    else
+      tmpdir=$(mktemp -d)
+      # shellcheck disable=SC2064  # expand $tmpdir now
+      trap "rm -rf '$tmpdir'" EXIT
+      env_file=$tmpdir/env
+      write_env_file "$env_file"
+    fi
+    lines+=(
+      "ENV_FILE=\$HOME/$env_name"
+      'trap '"'"'rm -f "$ENV_FILE"'"'"' EXIT'
+      'if [ ! -f "$ENV_FILE" ]; then echo "$(hostname): $ENV_FILE is missing (the --env values)" >&2; exit 1; fi'
+      'set -a; . "$ENV_FILE"; set +a; rm -f "$ENV_FILE"'
+    )
+  fi
+  lines+=(
+    'if run_alive; then echo "$(hostname): training is already running (pid $PF_PID, run $PF_RID; use the stop subcommand first)" >&2; exit 1; fi'
     'W=$(curl -sf -m 5 -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number || hostname)'
     'mkdir -p "$LOG_DIR"'
     'LOG=$LOG_DIR/train_worker$W.log'
     'ln -sfn "$LOG" "$LOG_DIR/train.log"'
     'echo "=== $(date -u +%FT%TZ) starting training on $(hostname)" >> "$LOG"'
     'cd "$SRC"'
-    "$env_prefix nohup \"\$VENV/bin/python\" $(quote "${train[@]}") >> \"\$LOG\" 2>&1 < /dev/null & echo \"\$(hostname): started training (pid \$!), log \$LOG\""
+    'SETSID=; if command -v setsid >/dev/null; then SETSID=setsid; fi'
+    "RUN_ID=$(quote "$run_id")"
+    "LNRD_DISTRIBUTED=auto LNRD_RUN_ID=\$RUN_ID \$SETSID nohup \"\$VENV/bin/python\" $(quote "${train[@]}") >> \"\$LOG\" 2>&1 < /dev/null & echo \"\$! \$RUN_ID\" > \"\$PIDFILE\""
+    'echo "$(hostname): started training (pid $!, run $RUN_ID), log $LOG"'
   )
-  ssh_workers "${WORKER:-all}" "$(join_lines "${lines[@]}")"
+  info "run id: $run_id"
+  if [[ -n $env_name ]]; then
+    announce_envs
+    tpu_vm scp "$env_file" "$NAME:$env_name" "${GCLOUD_LOC[@]}" "--worker=${WORKER:-all}" \
+      ${SSH_FLAGS[@]+"${SSH_FLAGS[@]}"}
+  fi
+  local rc=0
+  ssh_workers "${WORKER:-all}" "$(join_lines "${lines[@]}")" || rc=$?
+  if ((rc)) && [[ -n $env_name ]]; then
+    # Do not leave the values behind on workers where the command did not run.
+    ssh_workers "${WORKER:-all}" "rm -f \"\$HOME\"/$env_name" >/dev/null 2>&1 || true
+  fi
+  return "$rc"
+}
+
+# A unique id for a run: UTC time and 32 random bits.
+new_run_id() {
+  printf '%s-%s\n' "$(date -u +%Y%m%dT%H%M%SZ)" "$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 }
 
 # shellcheck disable=SC2016  # the $... below are expanded on the worker
@@ -433,15 +484,17 @@ cmd_logs() {
 
 # shellcheck disable=SC2016  # the $... below are expanded on the worker
 cmd_stop() {
+  # Signal the recorded process group (falling back to the pid without setsid).
   local lines=(
-    "$(remote_prelude "$PATTERN_DEF")"
-    'if ! pgrep -f "$PATTERN" >/dev/null; then echo "$(hostname): no training process running"; exit 0; fi'
-    'pkill -TERM -f "$PATTERN" || true'
-    'for _ in $(seq 30); do pgrep -f "$PATTERN" >/dev/null || break; sleep 1; done'
-    'pkill -KILL -f "$PATTERN" || true'
+    "$(remote_prelude "${PID_DEF[@]}")"
+    'if ! run_alive; then rm -f "$PIDFILE"; echo "$(hostname): no training process running"; exit 0; fi'
+    'kill -TERM -- "-$PF_PID" 2>/dev/null || kill -TERM "$PF_PID" 2>/dev/null || true'
+    'for _ in $(seq 30); do run_alive || break; sleep 1; done'
+    'if run_alive; then kill -KILL -- "-$PF_PID" 2>/dev/null || kill -KILL "$PF_PID" 2>/dev/null || true; sleep 1; fi'
+    'rm -f "$PIDFILE"'
     # A killed process can leave libtpu's lock file behind.
     'rm -f /tmp/libtpu_lockfile 2>/dev/null || true'
-    'echo "$(hostname): training stopped"'
+    'echo "$(hostname): training stopped (pid $PF_PID, run $PF_RID)"'
   )
   ssh_workers "${WORKER:-all}" "$(join_lines "${lines[@]}")"
 }
@@ -476,8 +529,8 @@ cmd_status() {
   tpu_vm describe "$NAME" "${GCLOUD_LOC[@]}" \
     '--format=table(name.basename(),state,health,acceleratorType,runtimeVersion)'
   if ((PROCS)); then
-    ssh_workers "${WORKER:-all}" "$(remote_prelude "$PATTERN_DEF" \
-      'pgrep -af "$PATTERN" | sed "s/^/$(hostname): /" || echo "$(hostname): no training process running"')"
+    ssh_workers "${WORKER:-all}" "$(remote_prelude "${PID_DEF[@]}" \
+      'if run_alive; then echo "$(hostname): run $PF_RID: $(ps -o pid=,etime=,args= -p "$PF_PID" || echo "pid $PF_PID")"; else echo "$(hostname): no training process running"; fi')"
   fi
 }
 

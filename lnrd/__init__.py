@@ -8,9 +8,11 @@ Library modules take explicit arguments (no config):
   weights           transition-aware weights w(x_t, y~, y, t), paper and released forms
   tdsm_loss         the TDSM loss with its estimators (exact, official, topk, sampled)
   diffusion         networks by name, denoiser, DSM/TDSM objectives, the train step factory
-  time_classifier   time-dependent classifiers, forward-corrected NLL, VolMinNet T, their
-                    train step factory
-  networks          SongUNet (DDPM++/NCSN++), DhariwalUNet (ADM), MLP; PyTorch converter
+  classifier_loss   the time-dependent classifier's loss: forward-corrected NLL, VolMinNet T
+  time_classifier   the time-dependent classifier's train step factory, state, evaluation and
+                    VolMinNet's optimiser (re-exports its networks, loss and converter)
+  networks          SongUNet (DDPM++/NCSN++), DhariwalUNet (ADM), MLP, the time-dependent
+                    classifiers (time_classifiers); PyTorch converters
   augment           EDM's non-leaky augmentation pipe
   sampler           EDM's Heun/Euler sampler, affine mix, sharded sampling
   images            uint8 <-> model range, padding, PNG

@@ -23,14 +23,23 @@ weight of the given label)`:
   dsm_objective    plain denoising score matching on the given (noisy) labels;
   tdsm_objective   transition-aware weighted DSM (Na et al., ICLR 2024) with the
                    weights of `weight_fn(x_t, sigma, noisy_labels) -> (B, C)`
-                   (`classifier_weights`, `exact_weights`, or your own) and the
-                   estimator of `lnrd.tdsm_loss.TDSMSettings`.
+                   (`classifier_weights`, `exact_weights`, a `WeightModel` pytree
+                   of your classifier's parameters and T, or a plain function) and
+                   the estimator of `lnrd.tdsm_loss.TDSMSettings`.
+Both also take keyword-only `sigma=` (B,) and `noise=` (shape of the images) in
+place of the draws, and `return_aux=True` for `(mean loss, aux dict)`.
+
+Conditioning is declared, never guessed: the network's `label_dim` attribute (the
+library's networks have one: num_classes, or 0 for unconditional) or
+`conditional=` says whether it is fed one-hot labels; `check_conditioning`
+refuses a network that declares neither, or one that disagrees with num_classes.
 No config is read here: `lnrd.tasks.diffusion` does, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -43,8 +52,14 @@ from lnrd import edm
 from lnrd import images as images_lib
 from lnrd import sampler as sampler_lib
 from lnrd import tdsm_loss
-from lnrd import weights as weights_lib
 from lnrd.tdsm_loss import TDSMSettings
+# Built here, evaluated beside the loss (one batch enters each file once, top-down):
+# the preconditioned network lives in lnrd.edm, the weights of a classifier in lnrd.weights.
+from lnrd.edm import check_conditioning  # pylint: disable=unused-import
+from lnrd.edm import make_denoiser
+from lnrd.weights import WeightModel  # pylint: disable=unused-import
+from lnrd.weights import classifier_weights  # pylint: disable=unused-import
+from lnrd.weights import exact_weights  # pylint: disable=unused-import
 from sgn_jax.training import ema
 from sgn_jax.training.train_state import TrainState
 from sgn_jax.training.train_state import init_replicated
@@ -94,43 +109,21 @@ def _augment_dim(model: nn.Module) -> int:
   return int(getattr(model, "augment_dim", 0) or 0)
 
 
-def make_denoiser(model: nn.Module, precond: edm.Preconditioning, num_classes: int) -> Callable:
-  """`denoise_fn(variables, x, sigma, labels, *, train=False, key=None,
-  augment_labels=None, rows=None)`: the preconditioned network D(x; sigma, y).
-
-  int labels (or None for an unconditional net); `key` is the dropout key when
-  training; `rows` selects the augment labels of a sub-batch of the batch.
-  `variables` = {"params": ..., plus untrained collections (`state.model_state`)}.
-  """
-  conditional = bool(getattr(model, "label_dim", 0))
-
-  def denoise_fn(variables, x, sigma, labels, *, train: bool = False, key=None,
-                 augment_labels=None, rows=None):
-    onehot = jax.nn.one_hot(labels, num_classes) if conditional and labels is not None \
-        else None
-    augment = augment_labels if rows is None or augment_labels is None \
-        else augment_labels[rows]
-
-    def raw(x_in, c_noise):
-      rngs = {"dropout": key} if train else {}
-      return model.apply(variables, x_in, c_noise, onehot, augment, train=train, rngs=rngs)
-    return edm.precondition(raw, x, sigma, precond)
-  return denoise_fn
-
-
 def init_state(model: nn.Module, tx: optax.GradientTransformation, input_shape,
-               num_classes: int, key, mesh=None) -> TrainState:
+               num_classes: int, key, mesh=None, *,
+               conditional: bool | None = None) -> TrainState:
   """The train state of `model` for inputs of `input_shape` (no batch): parameters,
   untrained collections (e.g. NCSN++'s Fourier frequencies, in `model_state`),
-  optimizer state, EMA and base key; born replicated on `mesh` when given."""
+  optimizer state, EMA and base key; born replicated on `mesh` when given.
+  `conditional`: see `check_conditioning`."""
   input_shape = tuple(input_shape)
   augment_dim = _augment_dim(model)
+  conditional = check_conditioning(model, num_classes, conditional)
 
   def init(key):
     params_key, rng = jax.random.split(key)
     x = jnp.zeros((1,) + input_shape, jnp.float32)
-    labels = jnp.zeros((1, num_classes), jnp.float32) if getattr(model, "label_dim", 0) \
-        else None
+    labels = jnp.zeros((1, num_classes), jnp.float32) if conditional else None
     aug = jnp.zeros((1, augment_dim), jnp.float32) if augment_dim else None
     variables = model.init({"params": params_key}, x, jnp.zeros((1,), jnp.float32), labels, aug,
                            train=False)
@@ -153,23 +146,64 @@ def ema_variables(state) -> dict:
 # ---- objectives -----------------------------------------------------------------
 
 def dsm_objective(precond: edm.Preconditioning) -> Callable:
-  """DSM on the given labels: `(denoise, key, clean, labels) -> (loss (B,), sigma, 1)`."""
-  def objective(denoise, key, clean, labels):
-    per_example, sigma = edm.dsm_loss(denoise, key, clean, labels, precond)
+  """DSM on the given labels: `(denoise, key, clean, labels, *, sigma=None, noise=None,
+  return_aux=False) -> (loss (B,), sigma, 1)`, or `(mean loss, aux)` with
+  `return_aux` (aux: per_example, sigma, noise, weight_of_given_label); sigma and
+  noise as in `lnrd.edm.dsm_loss`."""
+  def objective(denoise, key, clean, labels, *, sigma=None, noise=None, return_aux=False):
+    if return_aux:
+      loss, aux = edm.dsm_loss(denoise, key, clean, labels, precond, sigma=sigma, noise=noise,
+                               return_aux=True)
+      return loss, dict(aux, weight_of_given_label=jnp.ones_like(aux["sigma"]))
+    per_example, sigma = edm.dsm_loss(denoise, key, clean, labels, precond, sigma=sigma,
+                                      noise=noise)
     return per_example, sigma, jnp.ones_like(sigma)
   return objective
 
 
 def tdsm_objective(precond: edm.Preconditioning, weight_fn: Callable,
-                   settings: TDSMSettings = TDSMSettings()) -> Callable:
-  """TDSM: `(denoise, key, clean, labels) -> (loss (B,), sigma, w(y~ | y~))` with the
-  weights of `weight_fn(x_t, sigma, noisy_labels) -> (B, C)` (stop-gradient) and the
-  estimator of `settings` (`lnrd.tdsm_loss`)."""
+                   settings: TDSMSettings = TDSMSettings(), *, weight_grad: bool = False,
+                   num_classes: int | None = None,
+                   takes_rows: bool | None = None) -> Callable:
+  """TDSM: `(denoise, key, clean, labels, *, sigma=None, noise=None, return_aux=False)
+  -> (loss (B,), sigma, w(y~ | y~))`, or `(mean loss, aux)` with `return_aux` (aux:
+  per_example, sigma, noise, weights (B, C), weight_of_given_label).
+
+  Args:
+    precond: the preconditioning.
+    weight_fn: `weight_fn(x_t, sigma, noisy_labels) -> (B, C)`: a function or a
+      pytree (`WeightModel`).
+    settings: the estimator (`lnrd.tdsm_loss`).
+    weight_grad: gradient through the weights into `weight_fn`'s parameters
+      (`lnrd.tdsm_loss`); False: stop-gradient, the authors' behaviour. Only a
+      caller that differentiates w.r.t. them sees it (e.g. `tdsm_loss.tdsm_loss`
+      in a joint step, examples/joint_classifier.py); the denoiser's gradient
+      is the same either way.
+    num_classes: when given, the weights must have this many columns (ValueError
+      when traced otherwise).
+    takes_rows: whether the denoiser takes `rows=` (`lnrd.tdsm_loss`); None reads
+      its signature (`make_train_step`'s denoiser has it).
+  """
   kwargs = dataclasses.asdict(settings)
 
-  def objective(denoise, key, clean, labels):
+  def check(w):
+    if num_classes is not None and w.shape[-1] != num_classes:
+      raise ValueError(f"weight_fn returned weights for {w.shape[-1]} classes but "
+                       f"num_classes={num_classes}")
+
+  def objective(denoise, key, clean, labels, *, sigma=None, noise=None, return_aux=False):
+    if return_aux:
+      loss, aux = tdsm_loss.tdsm_loss(denoise, weight_fn, key, clean, labels, precond,
+                                      sigma=sigma, noise=noise, weight_grad=weight_grad,
+                                      return_aux=True, takes_rows=takes_rows, **kwargs)
+      check(aux["weights"])
+      given = jnp.take_along_axis(aux["weights"], labels[:, None], axis=1)[:, 0]
+      return loss, dict(aux, weight_of_given_label=given)
     per_example, sigma, w = tdsm_loss.tdsm_loss(denoise, weight_fn, key, clean, labels, precond,
+                                                sigma=sigma, noise=noise,
+                                                weight_grad=weight_grad, takes_rows=takes_rows,
                                                 **kwargs)
+    check(w)
     return per_example, sigma, jnp.take_along_axis(w, labels[:, None], axis=1)[:, 0]
   return objective
 
@@ -177,8 +211,13 @@ def tdsm_objective(precond: edm.Preconditioning, weight_fn: Callable,
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objective: Callable, *,
                     precond: edm.Preconditioning, num_classes: int,
                     ema_decay: float | Callable, augment: Callable | None = None,
-                    preprocess: Callable | None = None) -> Callable:
+                    preprocess: Callable | None = None, conditional: bool | None = None,
+                    with_aux: bool = False) -> Callable:
   """`step(state, batch, key) -> (state, metrics)` on batch = {"image", "label"}.
+
+  Optional batch entries "sigma" (B,) and "noise" (the shape of the images after
+  `preprocess` and `augment`) replace the objective's draws (they are passed to it
+  as keywords only when present, so objectives with the plain signature work).
 
   Args:
     model: EDM's raw network F (`build_network`, or any Linen module with its call
@@ -193,8 +232,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     preprocess: batch images -> model range; default `lnrd.images.to_model_range`
       (uint8 -> [-1, 1], floats unchanged); pass `partial(to_model_range, pad_to=32)`
       to zero-pad MNIST.
+    conditional: whether the network takes labels, for a module without a
+      `label_dim` attribute (`check_conditioning`: ValueError here when undeclared
+      or inconsistent with num_classes).
+    with_aux: the step returns `(state, metrics, aux)` with aux = dict(grads (the
+      parameters' gradient, before `tx`), per_example (B,), sigma (B,),
+      weight_of_given_label (B,)).
   """
-  denoise_fn = make_denoiser(model, precond, num_classes)
+  denoise_fn = make_denoiser(model, precond, num_classes, conditional=conditional)
   preprocess = preprocess or images_lib.to_model_range
   decay_fn = ema.as_schedule(ema_decay)
 
@@ -204,17 +249,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     augment_labels = None
     if augment is not None:
       clean, augment_labels = augment(augment_key, clean)
+    given = {k: batch[k] for k in ("sigma", "noise") if k in batch}
 
     def loss_fn(params):
       variables = {"params": params, **state.model_state}
-
-      def denoise(x, sigma, y, rows=None):
-        return denoise_fn(variables, x, sigma, y, train=True, key=dropout_key,
-                          augment_labels=augment_labels, rows=rows)
-      per_example, sigma, w_given = objective(denoise, loss_key, clean, labels)
+      # `denoise(x, sigma, y, rows=None)`: bound here, so the loss calls lnrd.edm directly.
+      denoise = functools.partial(denoise_fn, variables, train=True, key=dropout_key,
+                                  augment_labels=augment_labels)
+      per_example, sigma, w_given = objective(denoise, loss_key, clean, labels, **given)
+      if with_aux:
+        return per_example.mean(), (sigma, w_given, per_example)
       return per_example.mean(), (sigma, w_given)
 
-    (loss, (sigma, w_given)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    sigma, w_given = extra[:2]
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = decay_fn(state.step)
@@ -223,65 +271,26 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
                "weight_of_given_label": w_given.mean(), "ema_decay": decay,
                "sigma_median": jnp.median(sigma)}
+    if with_aux:
+      return new_state, metrics, dict(grads=grads, per_example=extra[2], sigma=sigma,
+                                      weight_of_given_label=w_given)
     return new_state, metrics
   return step
-
-
-# ---- TDSM weights ---------------------------------------------------------------
-
-@dataclasses.dataclass
-class WeightModel:
-  """Turns (x_t, sigma, y~) into TDSM's weights (B, C): `form` (released | paper) of
-  `lnrd.weights` with the transition constants, from `probs_fn(x_t, sigma)`, the clean
-  posterior q (or h~ when `noisy_target`: the classifier models the noisy label)."""
-  form: str
-  constants: dict
-  probs_fn: Callable
-  noisy_target: bool = False
-
-  def __call__(self, x_t, sigma, noisy_labels):
-    probs = self.probs_fn(x_t, sigma)
-    consts = {k: jnp.asarray(v) for k, v in self.constants.items()}
-    if self.form == "paper" and not self.noisy_target:
-      probs = probs @ consts["transition"]  # h~ = T^T q
-    return weights_lib.compute_weights(self.form, probs, noisy_labels, consts)
-
-
-def classifier_weights(classifier, form: str, clean_prior=None,
-                       transition=None) -> WeightModel:
-  """The weights of a time-dependent classifier (`lnrd.runs.ExportedClassifier`, or any
-  object with `.probs(x_t, sigma)`, `.transition`, `.noisy_target`), with its T unless
-  `transition` is given. ValueError for the released form with a noisy-label
-  classifier (it needs the clean posterior)."""
-  if form not in weights_lib.WEIGHT_FORMS:
-    raise ValueError(f"tdsm.weight_form={form!r}; allowed: {list(weights_lib.WEIGHT_FORMS)}")
-  if form == "released" and classifier.noisy_target:
-    raise ValueError(
-        "tdsm.weight_form='released' needs a classifier of the clean label (trained with "
-        "classifier.transition='known' or 'learned'); this one was trained with "
-        "transition='none' and models the noisy label: use tdsm.weight_form='paper'")
-  used = classifier.transition if transition is None else transition
-  consts = weights_lib.transition_constants(np.asarray(used, np.float64), clean_prior)
-  return WeightModel(form, consts, classifier.probs, noisy_target=classifier.noisy_target)
-
-
-def exact_weights(mixture, transition, form: str = "released", clean_prior=None) -> WeightModel:
-  """The exact weights of a 2-D Gaussian mixture (`sgn_jax.data.gmm`): an oracle."""
-  consts = weights_lib.transition_constants(np.asarray(transition, np.float64), clean_prior)
-  return WeightModel(form, consts, lambda x_t, sigma: mixture.class_posterior(x_t, sigma))
 
 
 # ---- sampling -----------------------------------------------------------------
 
 def make_sampler(model: nn.Module, precond: edm.Preconditioning, num_classes: int, mesh,
                  settings: sampler_lib.SamplerSettings = sampler_lib.SamplerSettings(),
-                 denoise_fn_with_params: Callable | None = None) -> Callable:
+                 denoise_fn_with_params: Callable | None = None, *,
+                 conditional: bool | None = None) -> Callable:
   """Jitted `(variables, latents, labels, key) -> samples`, batch sharded over `mesh`.
 
   `denoise_fn_with_params(variables, x, sigma, labels)` defaults to the
   preconditioned network in eval mode; pass another one for e.g. an affine mix.
   """
   if denoise_fn_with_params is None:
-    denoise_fn_with_params = make_denoiser(model, precond, num_classes)  # eval mode
+    denoise_fn_with_params = make_denoiser(model, precond, num_classes,
+                                           conditional=conditional)  # eval mode
   return sampler_lib.make_sharded_sampler(
       denoise_fn_with_params, mesh, **settings.sampler_kwargs(precond.sampling_range))

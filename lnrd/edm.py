@@ -24,6 +24,11 @@ sigma is drawn during training and in lambda(sigma):
 
 Everything here is a pure function of arrays: usable from any JAX code, shaped
 for images (B, H, W, C) or vectors (B, D) alike (sigma is (B,)).
+
+`make_denoiser` binds a Flax network F into D (one-hot labels, augment labels,
+dropout; `check_conditioning` refuses an undeclared or inconsistent network): the
+denoiser the losses call, so a batch reaches the network from here, never back
+through `lnrd.diffusion` (which re-exports both).
 """
 
 from __future__ import annotations
@@ -162,9 +167,115 @@ def precondition(raw_net: Callable, x: jax.Array, sigma: jax.Array,
   return expand(c_skip) * x + expand(c_out) * f_x.astype(jnp.float32)
 
 
+# ---- the preconditioned network D: what the loss calls ---------------------------
+
+def check_conditioning(model: Any, num_classes: int,
+                       conditional: bool | None = None) -> bool:
+  """Whether `model` is fed one-hot class labels (B, num_classes), checked at build time.
+
+  Args:
+    model: the raw network F. Its `label_dim` attribute, when it has one, declares
+      the conditioning (num_classes: conditional; 0: unconditional).
+    num_classes: C of the labels.
+    conditional: declares it for a module without `label_dim` (or confirms it);
+      None: the module's `label_dim` decides.
+
+  Returns:
+    True for a conditional network, False for an unconditional one.
+
+  Raises:
+    ValueError: the module declares no `label_dim` and `conditional` is None while
+      num_classes > 0 (nothing says whether labels are fed); `label_dim` differs
+      from num_classes; `conditional` contradicts `label_dim`.
+  """
+  name = type(model).__name__
+  label_dim = getattr(model, "label_dim", None)
+  if label_dim is None:
+    if conditional is None:
+      if num_classes > 0:
+        raise ValueError(
+            f"{name} declares no `label_dim`, so it is not known whether it takes class "
+            f"labels: pass conditional=True (one-hot labels of num_classes={num_classes} "
+            f"classes) or conditional=False (unconditional), or give the module a "
+            f"`label_dim` attribute ({num_classes}, or 0)")
+      return False
+    if conditional and num_classes < 1:
+      raise ValueError(f"conditional=True needs num_classes >= 1, got {num_classes}")
+    return bool(conditional)
+  label_dim = int(label_dim)
+  if conditional is None:
+    conditional = label_dim > 0
+  if conditional and label_dim != num_classes:
+    raise ValueError(f"{name}.label_dim={label_dim} but num_classes={num_classes}: build the "
+                     f"network with label_dim={num_classes} (or 0 for an unconditional one)")
+  if not conditional and label_dim != 0:
+    raise ValueError(f"conditional=False but {name}.label_dim={label_dim} declares a "
+                     f"conditional network: build it with label_dim=0")
+  return bool(conditional)
+
+
+def make_denoiser(model: Any, precond: Preconditioning, num_classes: int, *,
+                  conditional: bool | None = None) -> Callable:
+  """`denoise_fn(variables, x, sigma, labels, *, train=False, key=None,
+  augment_labels=None, rows=None)`: the preconditioned network D(x; sigma, y).
+
+  int labels (or None for an unconditional net); `key` is the dropout key when
+  training; `rows` selects the augment labels of a sub-batch of the batch.
+  `variables` = {"params": ..., plus untrained collections (`state.model_state`)}.
+  `conditional`: see `check_conditioning` (ValueError when undeclared or
+  inconsistent with num_classes).
+  """
+  conditional = check_conditioning(model, num_classes, conditional)
+
+  def denoise_fn(variables, x, sigma, labels, *, train: bool = False, key=None,
+                 augment_labels=None, rows=None):
+    onehot = jax.nn.one_hot(labels, num_classes) if conditional and labels is not None \
+        else None
+    augment = augment_labels if rows is None or augment_labels is None \
+        else augment_labels[rows]
+
+    def raw(x_in, c_noise):
+      rngs = {"dropout": key} if train else {}
+      return model.apply(variables, x_in, c_noise, onehot, augment, train=train, rngs=rngs)
+    return precondition(raw, x, sigma, precond)
+  return denoise_fn
+
+
 def add_noise(key: jax.Array, x: jax.Array, sigma: jax.Array) -> jax.Array:
   """x_t = x + sigma n, n ~ N(0, I), sigma (B,)."""
   return x + _expand(sigma, x.ndim) * jax.random.normal(key, x.shape, x.dtype)
+
+
+def noisy_input(sigma_key: jax.Array, noise_key: jax.Array, clean: jax.Array,
+                precond: Preconditioning, sigma: jax.Array | None = None,
+                noise: jax.Array | None = None):
+  """(sigma, n, x_t = x + sigma n) with sigma and n drawn from their keys unless given.
+
+  Args:
+    sigma_key, noise_key: keys of the draws (unused for what is given).
+    clean: data x (B, ...).
+    precond: sigma's training distribution.
+    sigma: (B,) noise levels, or None.
+    noise: n with the shape of `clean`, or None (N(0, I) in x's dtype).
+
+  Raises:
+    ValueError: a given sigma or noise of the wrong shape.
+  """
+  batch = clean.shape[0]
+  if sigma is None:
+    sigma = precond.sample_sigma(sigma_key, (batch,))
+  else:
+    sigma = jnp.asarray(sigma)
+    if sigma.shape != (batch,):
+      raise ValueError(f"sigma must have shape ({batch},) (one per example), got {sigma.shape}")
+  if noise is None:
+    noise = jax.random.normal(noise_key, clean.shape, clean.dtype)
+  else:
+    noise = jnp.asarray(noise)
+    if noise.shape != tuple(clean.shape):
+      raise ValueError(f"noise must have the shape of the data {tuple(clean.shape)}, got "
+                       f"{noise.shape}")
+  return sigma, noise, clean + _expand(sigma, clean.ndim) * noise
 
 
 def denoising_error(denoised: jax.Array, clean: jax.Array, sigma: jax.Array,
@@ -179,23 +290,31 @@ def denoising_error(denoised: jax.Array, clean: jax.Array, sigma: jax.Array,
 
 
 def dsm_loss(denoise: Callable, key: jax.Array, clean: jax.Array, labels,
-             precond: Preconditioning):
+             precond: Preconditioning, *, sigma: jax.Array | None = None,
+             noise: jax.Array | None = None, return_aux: bool = False):
   """Plain denoising score matching on (possibly noisy) labels.
 
   Args:
     denoise: `denoise(x_t, sigma, labels) -> D`, the preconditioned denoiser.
-    key: PRNG key for sigma and the noise.
+    key: PRNG key for sigma and the noise (split as if neither were given).
     clean: data x (B, ...).
     labels: conditioning labels passed through to `denoise` (or None).
     precond: the parameterisation (sigma distribution and lambda).
+    sigma: noise levels (B,); None: drawn from `precond`.
+    noise: n with the shape of `clean` (x_t = x + sigma n); None: drawn N(0, I).
+    return_aux: return `(mean loss, aux)` instead (for
+      `jax.value_and_grad(..., has_aux=True)`).
 
   Returns:
-    (per-example loss (B,), sigma (B,)).
+    (per-example loss (B,), sigma (B,)); with `return_aux`,
+    (mean loss, dict(per_example=(B,), sigma=(B,), noise=n)).
   """
   sigma_key, noise_key = jax.random.split(key)
-  sigma = precond.sample_sigma(sigma_key, (clean.shape[0],))
-  x_t = add_noise(noise_key, clean, sigma)
-  return denoising_error(denoise(x_t, sigma, labels), clean, sigma, precond), sigma
+  sigma, noise, x_t = noisy_input(sigma_key, noise_key, clean, precond, sigma, noise)
+  loss = denoising_error(denoise(x_t, sigma, labels), clean, sigma, precond)
+  if return_aux:
+    return loss.mean(), dict(per_example=loss, sigma=sigma, noise=noise)
+  return loss, sigma
 
 
 def score_from_denoiser(denoised: jax.Array, x: jax.Array, sigma: jax.Array) -> jax.Array:

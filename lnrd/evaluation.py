@@ -19,6 +19,7 @@ import numpy as np
 from lnrd.metrics import density_coverage as dc_lib
 from lnrd.metrics import frechet
 from lnrd.metrics import sharded_eval
+from sgn_jax import safe_load
 from sgn_jax.training import mesh as mesh_lib
 
 METRICS = ("fid", "is", "density_coverage", "cw_fid", "cw_density_coverage", "cas")
@@ -40,6 +41,11 @@ def sample_in_batches(model, labels: np.ndarray, key, mesh, settings, batch_size
   """
   os.makedirs(folder, exist_ok=True)
   num_batches = -(-len(labels) // batch_size)
+  redo = "delete it and run the same command again: that batch is sampled again"
+  for i in range(num_batches):  # batches stored by an earlier call, checked before sampling
+    path = os.path.join(folder, f"batch_{i:05d}.npz")
+    if os.path.exists(path):
+      safe_load.check_npz(path, fix=redo)
   done = 0
   for i in range(num_batches):
     path = os.path.join(folder, f"batch_{i:05d}.npz")
@@ -57,7 +63,7 @@ def sample_in_batches(model, labels: np.ndarray, key, mesh, settings, batch_size
     multihost_utils.sync_global_devices("lnrd_evaluate_samples")
   out = []
   for i in range(num_batches):
-    with np.load(os.path.join(folder, f"batch_{i:05d}.npz")) as data:
+    with safe_load.open_npz(os.path.join(folder, f"batch_{i:05d}.npz")) as data:  # allow_pickle=False
       if not np.array_equal(data["labels"], labels[i * batch_size:(i + 1) * batch_size]):
         raise ValueError(f"{folder}/batch_{i:05d}.npz was made with other labels (another "
                          "per_class or batch_size); use a fresh workdir")
@@ -68,13 +74,15 @@ def sample_in_batches(model, labels: np.ndarray, key, mesh, settings, batch_size
 # ---- features -----------------------------------------------------------------
 
 def feature_nets(names, *, inception_weights: str | None = None,
-                 classifier_dir: str | None = None) -> dict[str, tuple[Callable, Any]]:
+                 classifier_dir: str | None = None,
+                 inception_variables: Any = None) -> dict[str, tuple[Callable, Any]]:
   """name -> (fn, params): jittable `fn(params, images_uint8 (B, H, W, C))` ->
   {"features": (B, D)[, "logits": (B, 1008)]} and the net's variables.
 
-  `inception`: the FID Inception (weights `inception_weights`, None: the default of
-  `lnrd.metrics.inception_weights`); `classifier`: the penultimate layer of the
-  time-dependent classifier exported in `classifier_dir` (trained on clean labels).
+  `inception`: the FID Inception (its variables `inception_variables` when given, else
+  loaded from `inception_weights`, None: the default of `lnrd.metrics.inception_weights`);
+  `classifier`: the penultimate layer of the time-dependent classifier exported in
+  `classifier_dir` (trained on clean labels).
   """
   unknown = set(names) - set(FEATURE_NETS)
   if unknown:
@@ -83,7 +91,8 @@ def feature_nets(names, *, inception_weights: str | None = None,
   for name in names:
     if name == "inception":
       from lnrd.metrics import inception  # pylint: disable=g-import-not-at-top
-      net = inception.InceptionFeatures.load(inception_weights or None)
+      net = (inception.InceptionFeatures(inception_variables) if inception_variables is not None
+             else inception.InceptionFeatures.load(inception_weights or None))
 
       def inception_fn(variables, images, net=net):
         out = net.module.apply(variables, inception.preprocess(images, net.mode))

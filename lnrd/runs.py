@@ -33,6 +33,7 @@ from lnrd import edm
 from lnrd import sampler as sampler_lib
 from lnrd import time_classifier
 from sgn_jax import runs
+from sgn_jax.training import writers
 from sgn_jax.runs import RunError
 from sgn_jax.runs import RunNotFoundError
 
@@ -79,6 +80,13 @@ def check_classifier_export(path: str | None, what: str = "tdsm.classifier_dir")
     raise RunError(f"{what} is empty: it must name a time-dependent classifier run; "
                    f"{TRAIN_CLASSIFIER}, then pass --config.{what}=CLS_DIR")
   folder = export_folder(path)
+  run_dir = os.path.dirname(os.path.normpath(folder))
+  runs.check_not_busy(run_dir, what)
+  metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
+  if os.path.exists(metrics_path) and runs.read_json(metrics_path).get("completed") == 0.0:
+    raise RunError(f"{what}={path!r} has not finished (metrics.json says completed=0: its "
+                   "last call stopped early, e.g. an extension that was killed); rerun its "
+                   f"command with that workdir to finish it, then pass --config.{what}=CLS_DIR")
   for name in ("variables.msgpack", "meta.json"):
     if not os.path.exists(os.path.join(folder, name)):
       raise RunNotFoundError(
@@ -96,31 +104,36 @@ def export_classifier(workdir: str, *, arch: str, kwargs: dict, variables, trans
   folder = os.path.join(workdir, EXPORT_DIR)
   if jax.process_index() == 0:
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "variables.msgpack"), "wb") as f:
-      f.write(flax.serialization.to_bytes(jax.device_get(variables)))
+    writers.write_atomic(os.path.join(folder, "variables.msgpack"),
+                         flax.serialization.to_bytes(jax.device_get(variables)))
     meta = {**(facts or {}), **dict(
         arch=arch, num_classes=int(np.shape(transition)[0]), kwargs=dict(kwargs),
         transition=np.asarray(transition, np.float64).tolist(), learned=bool(learned),
         noisy_target=bool(noisy_target), input_shape=[int(d) for d in input_shape],
         precond=dict(precond), step=int(step))}
-    with open(os.path.join(folder, "meta.json"), "w") as f:
-      json.dump(meta, f, indent=2)
+    writers.write_atomic(os.path.join(folder, "meta.json"), json.dumps(meta, indent=2))
   return folder
 
 
 def load_classifier(path: str, what: str = "tdsm.classifier_dir") -> ExportedClassifier:
   """The classifier exported by a finished `noisy_classifier` run in `path`."""
   folder = check_classifier_export(path, what)
-  with open(os.path.join(folder, "meta.json")) as f:
-    meta = json.load(f)
+  meta = runs.read_json(os.path.join(folder, "meta.json"))
   module = time_classifier.get_time_classifier(meta["arch"], meta["num_classes"],
                                                **meta["kwargs"])
   x = jnp.zeros((1,) + tuple(meta["input_shape"]), jnp.float32)
   template = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, jnp.ones((1,)),
                                                 train=False))
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
-  with open(os.path.join(folder, "variables.msgpack"), "rb") as f:
-    variables = flax.serialization.from_bytes(template, f.read())
+  variables_path = os.path.join(folder, "variables.msgpack")
+  with open(variables_path, "rb") as f:
+    data = f.read()
+  try:
+    variables = flax.serialization.from_bytes(template, data)
+  except Exception as e:  # pylint: disable=broad-except  (msgpack raises several types)
+    raise RunError(f"{variables_path} is damaged or does not fit the classifier its meta.json "
+                   f"describes ({type(e).__name__}: {e}); retrain the classifier run "
+                   "(or restore the file)") from None
   return ExportedClassifier(meta["arch"], module, jax.tree.map(jnp.asarray, variables),
                             np.asarray(meta["transition"]), meta["learned"],
                             meta["noisy_target"], tuple(meta["input_shape"]), meta)

@@ -15,15 +15,29 @@ s(x_t, y, t) through the mixture sum_y w_y s(x_t, y, t), with the weights
 Both are exact when the classifier is, and they coincide when h~ = T^T q and
 the priors are the ones S was built with. An estimated classifier can make the
 paper form leave [0, 1]; `clean_rows` clamps to [0, 1], renormalises the rows
-and replaces NaN by 0 exactly as the released code does. Weights are targets:
-they never carry gradient (callers wrap them in `jax.lax.stop_gradient`).
+and replaces NaN by 0 exactly as the released code does.
+
+The functions here are differentiable: gradient flows from the weights into the
+classifier's probabilities and into T. Whether it is used is the loss's choice:
+`lnrd.tdsm_loss` treats the weights as targets (stop-gradient, the authors'
+behaviour) unless asked for `weight_grad=True`. `transition_constants` takes a
+concrete T (checked on the host, NumPy) or a traced one (jit/vmap/grad; jnp).
 
 Every function computes the weights of ALL noisy labels at once by vmapping a
 per-label row over the label axis; `weights_for_labels` then picks each
 example's row. Shapes: B examples, C classes; matrices are [y~, y].
+
+`WeightModel` (a pytree: the transition constants and the classifier's
+parameters) turns (x_t, sigma, y~) into the weights (B, C) through a classifier;
+`classifier_weights` and `exact_weights` build one. The loss calls it here
+directly (`lnrd.diffusion` re-exports the three).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,12 +107,18 @@ def weights_for_labels(all_weights: jax.Array, noisy_labels: jax.Array) -> jax.A
   return jnp.take_along_axis(all_weights, noisy_labels[:, None, None], axis=1)[:, 0]
 
 
-def transition_constants(transition, clean_prior=None) -> dict[str, np.ndarray]:
-  """T, S, S^-1 and the noisy prior n = T^T pi as float32 arrays, checked once on the host.
+def transition_constants(transition, clean_prior=None) -> dict:
+  """T, S, S^-1 and the noisy prior n = T^T pi, for `compute_weights`.
 
-  Raises `sgn_jax.noise.SingularTransitionError` (naming the condition number)
-  when S cannot be inverted, before any training starts.
+  A concrete T (NumPy, or a concrete jax array) is checked once on the host and
+  the constants are computed in float64 and returned as float32 NumPy arrays;
+  raises `sgn_jax.noise.SingularTransitionError` (naming the condition number)
+  when S cannot be inverted, before any training starts. A traced T or prior
+  (inside jit, vmap or grad: a learned T, a vmap over noise rates) goes to
+  `transition_constants_jnp`, unchecked.
   """
+  if _is_traced(transition) or _is_traced(clean_prior):
+    return transition_constants_jnp(transition, clean_prior)
   transition = noise.check_transition(transition)
   c = transition.shape[0]
   prior = np.full(c, 1.0 / c) if clean_prior is None else np.asarray(clean_prior, np.float64)
@@ -113,6 +133,42 @@ def transition_constants(transition, clean_prior=None) -> dict[str, np.ndarray]:
   )
 
 
+def _is_traced(value) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def transition_constants_jnp(transition, clean_prior=None) -> dict[str, jax.Array]:
+  """`transition_constants` in jnp: traceable and differentiable in T and the prior.
+
+  The same constants, in T's floating dtype (float32 unless x64 is on), with no
+  host checks (a singular S gives non-finite S^-1, whose weights `clean_rows`
+  turns into 0): check a concrete T with `transition_constants` first. A noisy
+  class that is never produced gets a uniform row of S, as
+  `sgn_jax.noise.reverse_transition` does.
+
+  Args:
+    transition: T (C, C), T[y, y~] = p(y~ | y), rows summing to one.
+    clean_prior: pi (C,) (class counts allowed: normalised here); None = uniform.
+
+  Returns:
+    dict(transition=T, reverse=S, reverse_inv=S^-1, noisy_prior=T^T pi).
+  """
+  transition = jnp.asarray(transition)
+  if not jnp.issubdtype(transition.dtype, jnp.floating):
+    transition = transition.astype(jnp.float32)
+  c = transition.shape[0]
+  prior = (jnp.full((c,), 1.0 / c, transition.dtype) if clean_prior is None
+           else jnp.asarray(clean_prior, transition.dtype))
+  prior = prior / prior.sum()
+  joint = transition * prior[:, None]  # [y, y~]
+  marginal = joint.sum(axis=0)  # p(y~)
+  produced = marginal > 0
+  reverse = jnp.where(produced[:, None], joint.T / jnp.where(produced, marginal, 1.0)[:, None],
+                      1.0 / c)
+  return dict(transition=transition, reverse=reverse, reverse_inv=jnp.linalg.inv(reverse),
+              noisy_prior=prior @ transition)
+
+
 def compute_weights(form: str, probs: jax.Array, noisy_labels: jax.Array,
                     constants: dict) -> jax.Array:
   """The cleaned (B, C) weights of each example's own noisy label.
@@ -122,7 +178,9 @@ def compute_weights(form: str, probs: jax.Array, noisy_labels: jax.Array,
       (probs = q, clean posterior of a forward-corrected classifier).
     probs: (B, C) classifier probabilities.
     noisy_labels: (B,) int.
-    constants: `transition_constants(...)` (T may be replaced by a learned one).
+    constants: `transition_constants(...)` (T may be replaced by a learned one;
+      the released form reads "transition" only, the paper form "reverse",
+      "reverse_inv" and "noisy_prior").
   """
   if form == "paper":
     all_weights = paper_weights(probs, constants["reverse"], constants["reverse_inv"],
@@ -132,3 +190,66 @@ def compute_weights(form: str, probs: jax.Array, noisy_labels: jax.Array,
   else:
     raise ValueError(f"weight form {form!r} is not known; allowed: {list(WEIGHT_FORMS)}")
   return clean_rows(weights_for_labels(all_weights, noisy_labels))
+
+
+# ---- the weights of a classifier: what the loss calls --------------------------
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=("constants", "params"),
+                   meta_fields=("form", "probs_fn", "noisy_target"))
+@dataclasses.dataclass
+class WeightModel:
+  """Turns (x_t, sigma, y~) into TDSM's weights (B, C): `form` (released | paper) of
+  this module with the transition constants, from the clean posterior q (or h~
+  when `noisy_target`: the classifier models the noisy label).
+
+  A pytree whose leaves are `constants` and `params`: differentiate a loss w.r.t.
+  it (with `weight_grad=True`), vmap over stacked constants, or pass it through jit.
+
+  Attributes:
+    form: 'released' or 'paper'.
+    constants: `transition_constants(T)` (the released form reads
+      "transition" only: {"transition": T} with a learned T will do; to
+      differentiate the paper form w.r.t. T, compute the constants from T inside
+      the differentiated function: `transition_constants` traces).
+    probs_fn: `probs_fn(x_t, sigma) -> (B, C)`, or `probs_fn(params, x_t, sigma)`
+      when `params` is given.
+    noisy_target: probs are h~ (paper form only).
+    params: the classifier's parameters (any pytree) or None.
+  """
+  form: str
+  constants: dict
+  probs_fn: Callable
+  noisy_target: bool = False
+  params: Any = None
+
+  def __call__(self, x_t, sigma, noisy_labels):
+    probs = (self.probs_fn(x_t, sigma) if self.params is None
+             else self.probs_fn(self.params, x_t, sigma))
+    consts = {k: jnp.asarray(v) for k, v in self.constants.items()}
+    if self.form == "paper" and not self.noisy_target:
+      probs = probs @ consts["transition"]  # h~ = T^T q
+    return compute_weights(self.form, probs, noisy_labels, consts)
+
+
+def classifier_weights(classifier, form: str, clean_prior=None,
+                       transition=None) -> WeightModel:
+  """The weights of a time-dependent classifier (`lnrd.runs.ExportedClassifier`, or any
+  object with `.probs(x_t, sigma)`, `.transition`, `.noisy_target`), with its T unless
+  `transition` is given. ValueError for the released form with a noisy-label
+  classifier (it needs the clean posterior)."""
+  if form not in WEIGHT_FORMS:
+    raise ValueError(f"tdsm.weight_form={form!r}; allowed: {list(WEIGHT_FORMS)}")
+  if form == "released" and classifier.noisy_target:
+    raise ValueError(
+        "tdsm.weight_form='released' needs a classifier of the clean label (trained with "
+        "classifier.transition='known' or 'learned'); this one was trained with "
+        "transition='none' and models the noisy label: use tdsm.weight_form='paper'")
+  used = classifier.transition if transition is None else transition
+  consts = transition_constants(np.asarray(used, np.float64), clean_prior)
+  return WeightModel(form, consts, classifier.probs, noisy_target=classifier.noisy_target)
+
+
+def exact_weights(mixture, transition, form: str = "released", clean_prior=None) -> WeightModel:
+  """The exact weights of a 2-D Gaussian mixture (`sgn_jax.data.gmm`): an oracle."""
+  consts = transition_constants(np.asarray(transition, np.float64), clean_prior)
+  return WeightModel(form, consts, lambda x_t, sigma: mixture.class_posterior(x_t, sigma))

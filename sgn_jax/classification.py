@@ -514,7 +514,7 @@ def train(settings: Settings, workdir: str, devices=None,
       raise ValueError(f"select.split={s.select.split!r} is not evaluated in this run; "
                        f"evaluated splits: {list(data.eval_splits)}")
     runs.start_run(workdir, config if config is not None else dataclasses.asdict(s),
-                   s.record(data), allowed_changes)
+                   s.record(data), allowed_changes, after_restore=True)
   steps_per_epoch = data.steps_per_epoch
   total_steps = s.num_epochs * steps_per_epoch
   logging.info("%s; %d steps/epoch, %d steps", data.describe(), steps_per_epoch, total_steps)

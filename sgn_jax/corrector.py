@@ -50,6 +50,7 @@ from absl import logging
 from sgn_jax import classification
 from sgn_jax import methods as methods_lib
 from sgn_jax import noise
+from sgn_jax import noise_estimation
 from sgn_jax import runs
 from sgn_jax import train_data
 from sgn_jax.data import loading
@@ -59,24 +60,27 @@ LABELS_FILE = "corrected_labels.npz"
 REPORT_FILE = "correction.json"
 
 
+def _mix_uniform(estimate: np.ndarray, floor: float) -> np.ndarray:
+  """(1 - floor) T^ + floor / C: keeps the estimate invertible."""
+  return (1.0 - floor) * estimate + floor / estimate.shape[0]
+
+
 def soft_confusion_transition(probs, predicted, floor: float = 1e-3) -> np.ndarray:
   """T^[i, j] = sum_n p(i | x_n) 1[y^_n = j] / sum_n p(i | x_n), mixed with uniform.
 
   `probs` (n, C) posteriors, `predicted` (n,) the corrected labels. A class no
   posterior mass reaches keeps the identity row. Returns (1 - floor) T^ +
-  floor / C, row-stochastic, float64.
+  floor / C, row-stochastic, float64 (`noise_estimation.soft_confusion_transition`
+  with the floor).
   """
   probs = np.asarray(probs, np.float64)
-  n, c = probs.shape
+  n, _ = probs.shape
   predicted = np.asarray(predicted)
   if predicted.shape != (n,):
     raise ValueError(f"predicted has shape {predicted.shape}; expected ({n},)")
   if not 0.0 <= floor < 1.0:
     raise ValueError(f"floor={floor} must be in [0, 1)")
-  counts = probs.T @ np.eye(c)[predicted]  # (C, C): [i, j] = sum_n p(i|x_n) 1[y^_n = j]
-  mass = counts.sum(axis=1, keepdims=True)
-  estimate = np.where(mass > 0, counts / np.where(mass > 0, mass, 1.0), np.eye(c))
-  return (1.0 - floor) * estimate + floor / c
+  return _mix_uniform(noise_estimation.soft_confusion_transition(probs, predicted), floor)
 
 
 def moment_transition(given, predicted, noise_transition, floor: float = 1e-3) -> np.ndarray:
@@ -86,25 +90,15 @@ def moment_transition(given, predicted, noise_transition, floor: float = 1e-3) -
   label, the observed confusion of corrected and given labels is
     O[j, k] = p(y~ = k | y^ = j) = sum_y R[j, y] T[y, k],   R[j, y] = p(y | y^ = j),
   so R = O T^-1 (each row clipped at 0 and renormalised), and by Bayes
-    T^[y, j] = R[j, y] p(y^ = j) / sum_j' R[j', y] p(y^ = j').
-  Mixed with the uniform matrix like `soft_confusion_transition`. Needs an
-  invertible T (`noise.check_invertible`); unlike the soft confusion it does
-  not rely on the classifier's calibration.
+    T^[y, j] = R[j, y] p(y^ = j) / sum_j' R[j', y] p(y^ = j')
+  (`noise_estimation.moment_transition`). Mixed with the uniform matrix like
+  `soft_confusion_transition`. Needs an invertible T (`noise.check_invertible`);
+  unlike the soft confusion it does not rely on the classifier's calibration.
   """
-  T = noise.check_transition(noise_transition)
-  c = T.shape[0]
-  noise.check_invertible(T, "the noise transition matrix")
-  noise.check_informative(T, "the noise transition matrix")
-  observed = noise.empirical_transition(predicted, given, c)  # [j, k] = p(y~ = k | y^ = j)
-  reverse = np.clip(observed @ np.linalg.inv(T), 0.0, None)
-  reverse /= np.maximum(reverse.sum(axis=1, keepdims=True), 1e-12)
-  prior = np.bincount(np.asarray(predicted), minlength=c) / len(predicted)  # p(y^ = j)
-  joint = reverse.T * prior[None, :]  # [y, j] = p(y, y^ = j)
-  mass = joint.sum(axis=1, keepdims=True)
-  estimate = np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), np.eye(c))
+  estimate = noise_estimation.moment_transition(predicted, given, noise_transition)
   if not 0.0 <= floor < 1.0:
     raise ValueError(f"floor={floor} must be in [0, 1)")
-  return (1.0 - floor) * estimate + floor / c
+  return _mix_uniform(estimate, floor)
 
 
 def restore_classifier(run: runs.Run, mesh):

@@ -38,6 +38,11 @@ labels on every host, with any number of devices, and on every resume; the
 label of example ``i`` depends only on ``seed``, ``i`` and its clean label
 (a prefix of the array gets the same noisy labels as the whole array).
 
+Estimating T from data (this module only models and samples it) is in
+`sgn_jax.noise_estimation`: anchor points from a classifier's posteriors,
+the confusion of a trusted clean subset, the corrector's moment estimate, and
+VolMinNet's learned T (with when that recovers T).
+
 All functions are pure and take and return NumPy arrays.
 """
 
@@ -49,6 +54,8 @@ import numbers
 from collections.abc import Mapping
 
 import numpy as np
+
+from sgn_jax import safe_load
 
 __all__ = [
     "ASYMMETRIC_PAIRS",
@@ -510,7 +517,10 @@ def load_labels_file(path, num_examples, num_classes):
         raise FileNotFoundError(
             f"noise.labels_file={path!r}: no such file (write one with a corrector: "
             "python -m sgn_jax.corrector --run_dir=CLASSIFY_WORKDIR)")
-    with np.load(path) as data:
+    with safe_load.open_npz(  # allow_pickle=False
+        path, what=f"noise.labels_file={path!r}", fix=(
+            "write it again with a corrector: python -m sgn_jax.corrector "
+            "--run_dir=CLASSIFY_WORKDIR")) as data:
         if "labels" not in data:
             raise ValueError(f"noise.labels_file={path!r} has no array 'labels' "
                              f"(found: {sorted(data.files)})")

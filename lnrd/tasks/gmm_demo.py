@@ -44,6 +44,7 @@ from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import writers
 
 
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:

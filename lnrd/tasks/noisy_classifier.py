@@ -73,8 +73,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"classifier.{key}={c[key]} must be a positive integer")
   if not c.duration_kimg > 0:
     raise ValueError(f"classifier.duration_kimg={c.duration_kimg} must be > 0")
-  if c.optim.learning_rate <= 0:
-    raise ValueError(f"classifier.optim.learning_rate={c.optim.learning_rate} must be > 0")
+  common.check_learning_rate(c.optim.learning_rate, "classifier.optim.learning_rate")
+  common.check_widths(c.get("kwargs"), "classifier.kwargs.")
   common.loop_settings(c, config)
   lnrd_common.preconditioning(config)
   lnrd_common.matmul_precision(config)
@@ -120,6 +120,7 @@ def optimizer(c: ml_collections.ConfigDict):
       beta2=float(o.beta2), eps=float(o.eps))
 
 
+@runs.one_writer
 @lnrd_common.with_matmul_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
@@ -147,7 +148,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     runs.start_run(workdir, config.to_dict(), dict(
         task="noisy_classifier", method=f"time_classifier/{c.transition}", arch=c.arch,
         kwargs=kwargs, transition_kind=c.transition, precond=config.precond.to_dict(),
-        matmul_precision=lnrd_common.matmul_precision(config), **facts), allowed)
+        matmul_precision=lnrd_common.matmul_precision(config), **facts), allowed,
+        after_restore=True)
 
   total_steps = common.kimg_steps(c.duration_kimg, c.batch_size)
   if c.transition != "learned" or not c.volmin_lr_kimg:  # else no warm-up

@@ -28,7 +28,6 @@ other key of the config applies to the stage that uses it (`classifier.*`,
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -104,8 +103,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("pipeline.corrector needs an in-memory dataset (not dataset.source=stream)")
   if corrector_method:
     classify_task.validate_config(corrector_config(config))
+  if config.pipeline.evaluate and evaluate_task.uses_inception(config):
+    evaluate_task.inception_weights_path(config)  # before hours of training, not after
 
 
+@runs.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Runs the stages of `config` in WORKDIR/<stage>; returns {stage: final metrics}."""
@@ -129,8 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           folder, labels_file, floor=float(config.pipeline.corrector_floor),
           params=config.pipeline.get("corrector_params", "best"), devices=devices)
     else:
-      with open(os.path.join(folder, corrector.REPORT_FILE)) as f:
-        results["corrector"] = json.load(f)
+      results["corrector"] = runs.read_json(os.path.join(folder, corrector.REPORT_FILE))
     overrides["noise.labels_file"] = labels_file
   if config.method == "tdsm":
     folder = os.path.join(workdir, "classifier")

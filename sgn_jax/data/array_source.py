@@ -12,11 +12,13 @@ from __future__ import annotations
 import gzip
 import os
 import pathlib
+import zlib
 
 import numpy as np
 
+from sgn_jax import safe_load
 from sgn_jax.data import dataset as dataset_lib
-from sgn_jax.data.dataset import DataNotFoundError, InMemoryDataset
+from sgn_jax.data.dataset import DataCorruptError, DataNotFoundError, InMemoryDataset
 
 _NPZ_REQUIRED = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -103,7 +105,9 @@ def load_npz(path: str | os.PathLike, name: str) -> InMemoryDataset:
     raise DataNotFoundError(
         f"npz file for dataset {name!r} not found: {path} (expected keys "
         f"{', '.join(_NPZ_REQUIRED)}, optional train_index).")
-  with np.load(path, allow_pickle=False) as z:
+  with safe_load.open_npz(path, fix=(  # allow_pickle=False: object arrays refused
+      "write it again with np.savez(path, train_images=..., train_labels=..., "
+      "test_images=..., test_labels=...)")) as z:
     missing = [k for k in _NPZ_REQUIRED if k not in z.files]
     if missing:
       raise ValueError(
@@ -155,8 +159,13 @@ def read_idx(path: str | os.PathLike, expected_magic: int) -> np.ndarray:
   """
   path = pathlib.Path(path)
   opener = gzip.open if path.name.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise DataCorruptError(
+        f"{path} is damaged ({type(e).__name__}: {e}): the archive is truncated or corrupt; "
+        "delete it and download it again") from None
   if len(data) < 4:
     raise ValueError(f"{path}: too short for an idx file ({len(data)} bytes).")
   magic = int.from_bytes(data[:4], "big")
@@ -170,8 +179,9 @@ def read_idx(path: str | os.PathLike, expected_magic: int) -> np.ndarray:
                 for i in range(ndim))
   size = int(np.prod(shape))
   if len(data) - header != size:
-    raise ValueError(f"{path}: header says shape {shape} ({size} bytes) but "
-                     f"the file holds {len(data) - header} bytes of data.")
+    raise DataCorruptError(f"{path}: header says shape {shape} ({size} bytes) but "
+                           f"the file holds {len(data) - header} bytes of data: it is "
+                           "truncated or damaged; delete it and download it again.")
   return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

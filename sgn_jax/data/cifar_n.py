@@ -48,6 +48,7 @@ from typing import Mapping
 
 import numpy as np
 
+from sgn_jax import safe_load
 from sgn_jax.data.dataset import DataNotFoundError
 
 NUM_TRAIN = 50_000
@@ -105,6 +106,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
   }
 
   def find_class(self, module, name):
+    if (module, name) == ("_codecs", "encode"):
+      return safe_load.latin1_encode  # latin-1 only: no codec lookup by name
     if (module, name) in self._ALLOWED:
       return super().find_class(module, name)
     raise pickle.UnpicklingError(
@@ -123,7 +126,10 @@ def _read_pt(path: pathlib.Path) -> dict[str, np.ndarray]:
     if len(names) != 1:
       raise ValueError(f"{path}: not a torch zip archive with one data.pkl "
                        f"({z.namelist()[:5]}).")
-    obj = _NumpyOnlyUnpickler(io.BytesIO(z.read(names[0]))).load()
+    try:
+      obj = _NumpyOnlyUnpickler(io.BytesIO(z.read(names[0]))).load()
+    except pickle.UnpicklingError as error:
+      raise safe_load.UnsafeFileError(f"{path}: {error}") from error
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path}: expected a dict of label arrays, got "
                      f"{type(obj).__name__}.")
@@ -152,8 +158,8 @@ def load_authors_labels(dataset_name: str,
   npz_name, pt_name, _, _ = _FILES[base]
   folder = pathlib.Path(cifar_n_dir).expanduser()
   if (folder / npz_name).is_file():
-    with np.load(folder / npz_name, allow_pickle=False) as z:
-      labels = {k: z[k] for k in z.files}
+    labels = safe_load.load_npz(folder / npz_name,  # allow_pickle=False
+                                fix="download the CIFAR-N labels again")
     source = folder / npz_name
   elif (folder / pt_name).is_file():
     labels = _read_pt(folder / pt_name)

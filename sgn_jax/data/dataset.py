@@ -25,6 +25,11 @@ class DataNotFoundError(FileNotFoundError):
   """Data a loader needs is not on disk; the message says how to get it."""
 
 
+class DataCorruptError(ValueError):
+  """Data on disk is damaged (a truncated archive, a corrupted record); the message names
+  the file and says to delete it and fetch or prepare it again."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """Static facts about a dataset.

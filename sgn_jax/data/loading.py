@@ -240,6 +240,7 @@ def load_dataset(spec: Any) -> InMemoryDataset:
       manual_dir = f["cifar_n_dir"]
     ds = tfds_source.load(name, data_dir=f["data_dir"], manual_dir=manual_dir,
                           download=f["download"])
+  check_splits_not_empty(ds, f)
 
   if f["cifar_n_dir"] and not ds.label_sets:
     label_sets = cifar_n.load_label_sets(
@@ -248,6 +249,26 @@ def load_dataset(spec: Any) -> InMemoryDataset:
   if f["train_subset"]:
     ds = ds.subset(f["train_subset"])
   return ds
+
+
+def check_splits_not_empty(ds: InMemoryDataset, fields: Mapping[str, Any]) -> None:
+  """ValueError naming the data when its train or test split holds no example (the
+  tasks train on the train split and evaluate on the test split)."""
+  source = fields["source"]
+  for split, count in (("train", ds.num_train), ("test", ds.num_test)):
+    if count:
+      continue
+    if source == "npz":
+      where, fix = (f"dataset.path={fields['path']!r}",
+                    f"store examples in {split}_images / {split}_labels")
+    elif source == "idx":
+      where, fix = (f"dataset.path={fields['path']!r}",
+                    f"download the {'train' if split == 'train' else 't10k'} archives again")
+    else:
+      where, fix = (f"dataset {ds.name!r} (source {source!r})",
+                    "prepare the dataset again (delete its TFDS folder first)")
+    raise ValueError(f"{where}: the {split} split is empty (0 examples); the tasks train on "
+                     f"the train split and evaluate on the test split: {fix}")
 
 
 def split_validation(num_examples: int, fraction: float, seed: int,

@@ -14,6 +14,7 @@ import sys
 import time
 
 from sgn_jax.data import dataset as dataset_lib
+from sgn_jax.data.dataset import DataCorruptError
 from sgn_jax.data.dataset import DataNotFoundError
 
 # Streamed datasets (too large for memory): name -> module with `prepare`.
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
       path = tfds_source.prepare(args.dataset, data_dir=args.data_dir,
                                  manual_dir=args.manual_dir,
                                  download=args.download)
-  except DataNotFoundError as e:
+  except (DataNotFoundError, DataCorruptError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(f"{args.dataset} is prepared in {path} ({time.time() - start:.1f} s)")

@@ -20,13 +20,15 @@ rows returned here are NOT in the original order. `train_index` recovers it:
 
 from __future__ import annotations
 
+import gzip
 import os
 import pathlib
+import zlib
 
 import numpy as np
 
 from sgn_jax.data import dataset as dataset_lib
-from sgn_jax.data.dataset import DataNotFoundError, InMemoryDataset
+from sgn_jax.data.dataset import DataCorruptError, DataNotFoundError, InMemoryDataset
 
 # TFDS feature name -> label-set key.
 CIFAR_N_FEATURES: dict[str, dict[str, str]] = {
@@ -90,6 +92,23 @@ def _not_found_message(info: dataset_lib.DatasetInfo, data_dir: str,
       f"       python -m sgn_jax.data.prepare --dataset={info.name} "
       f"--data_dir={data_dir} --manual_dir=<that folder>"
       + (f"\n  Note: {info.notes}" if info.notes else ""))
+
+
+def check_archive(path: pathlib.Path, url: str = "") -> None:
+  """Reads a manually downloaded `.gz` / `.tgz` archive to its end (gzip checks its
+  CRC and length), so that a truncated or corrupt download is named before TFDS
+  prepares anything from it (DataCorruptError: delete it and download it again)."""
+  if not path.name.endswith((".gz", ".tgz")):
+    return
+  try:
+    with gzip.open(path, "rb") as f:
+      while f.read(1 << 24):
+        pass
+  except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+    again = f" from {url}" if url else ""
+    raise DataCorruptError(
+        f"{path} is damaged ({type(e).__name__}: {e}): the archive is truncated or corrupt "
+        f"(an interrupted download?); delete it and download it again{again}") from None
 
 
 def _builder(info: dataset_lib.DatasetInfo, data_dir: str):
@@ -159,6 +178,9 @@ def prepare(name: str,
           "but TFDS must download the CIFAR images for this builder, and "
           "downloading is off (nothing was fetched); set "
           f"--config.dataset.download=True.\n  Note: {info.notes}")
+    urls = dict(info.manual_files)
+    for f in required:
+      check_archive(manual / f, urls.get(f, ""))
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   download_dir = os.path.join(data_dir, "downloads", name)
   if manual_dir is not None:
@@ -167,8 +189,16 @@ def prepare(name: str,
         try_download_gcs=download)
   else:
     config = tfds.download.DownloadConfig()
-  builder.download_and_prepare(download_dir=download_dir,
-                               download_config=config)
+  try:
+    builder.download_and_prepare(download_dir=download_dir,
+                                 download_config=config)
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    where = (f"the archives in {pathlib.Path(manual_dir).expanduser()}" if manual_dir
+             else f"the downloads in {download_dir}")
+    raise DataCorruptError(
+        f"Dataset {name!r} could not be prepared: {type(e).__name__}: {e}; one of {where} "
+        f"is truncated or corrupt: delete it (and {download_dir}) and download it again"
+        ) from None
   return os.fspath(builder.data_dir)
 
 
@@ -196,10 +226,39 @@ def tfds_key_order(num_examples: int, split: str) -> np.ndarray:
                   dtype=np.int64)
 
 
+def _damaged_files(builder, split: str) -> list[str]:
+  """The record files of `split` in the prepared folder that cannot be read to the end."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(builder.data_dir)
+  damaged = []
+  for path in sorted(folder.glob(f"*-{split}.tfrecord-*")):
+    try:
+      for _ in tf.data.TFRecordDataset(os.fspath(path)):
+        pass
+    except tf.errors.OpError:
+      damaged.append(os.fspath(path))
+  return damaged
+
+
 def _read_split(builder, split: str) -> dict[str, np.ndarray]:
+  """The whole `split` in memory; DataCorruptError naming the damaged record file(s)
+  (truncated or corrupted) with what to do."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-  return tfds.as_numpy(ds)
+  try:
+    ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+    return tfds.as_numpy(ds)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    reason = " ".join(str(e).split())
+    reason = reason.split("}}", 1)[-1].strip()[:200]  # TF's function-node prefix dropped
+    damaged = _damaged_files(builder, split) or [
+        os.fspath(pathlib.Path(builder.data_dir) / f"*-{split}.*")]
+    raise DataCorruptError(
+        f"the prepared TFDS dataset in {builder.data_dir} is damaged: {', '.join(damaged)} "
+        f"cannot be read ({type(e).__name__}: {reason}); delete the folder "
+        f"{builder.data_dir} and prepare the dataset again (python -m sgn_jax.data.prepare "
+        f"--dataset={builder.name} --data_dir={pathlib.Path(builder.data_dir).parents[1]} "
+        "[--manual_dir=...])") from None
 
 
 def _index_from_ids(ids: np.ndarray, split: str) -> np.ndarray:

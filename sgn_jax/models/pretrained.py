@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from sgn_jax import safe_load
 from sgn_jax.models import keras_resnet
 
 _HOW_TO_GET = (
@@ -186,6 +187,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     FileNotFoundError: no file at `path` (the message says how to get the
       ImageNet ResNet-50 weights).
     ImportError: a `.pth`/`.pt` file without torch installed.
+    UnsafeFileError: a file that holds more than arrays (a pickled object, an
+      object array): never unpickled.
     ValueError: another extension, or non-array entries.
   """
   path = os.fspath(path)
@@ -194,8 +197,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
                             + _HOW_TO_GET)
   ext = os.path.splitext(path)[1].lower()
   if ext == ".npz":
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
+    # allow_pickle=False: object arrays are refused; a damaged file is named
+    return safe_load.load_npz(path, fix=f"get the weights file again: {_HOW_TO_GET}")
   if ext in (".pth", ".pt"):
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -203,7 +206,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
       raise ImportError(
           f"Reading {path!r} needs torch, which is not installed; convert the "
           f"file to .npz on a machine with torch: {_HOW_TO_GET}") from e
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = safe_load.torch_load_weights(path, advice=_HOW_TO_GET)  # weights_only=True
     if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(
         sd["state_dict"], Mapping):
       sd = sd["state_dict"]

@@ -25,6 +25,7 @@ from sgn_jax import losses
 from sgn_jax import methods as methods_lib
 from sgn_jax import models
 from sgn_jax import noise
+from sgn_jax import runs
 from sgn_jax import train_data
 from sgn_jax.data import loading
 from sgn_jax.tasks import common
@@ -55,7 +56,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
   Raises ValueError naming the offending key, its value and what is allowed.
   """
-  method_of(config)
+  try:
+    method_of(config)
+  except ValueError:
+    if config.method in methods_lib.METHODS:  # e.g. SGN's arguments for --config.method=ce
+      common.check_built_method(config)
+    raise
   common.noise_spec(config)
   if config.dataset.source == "stream":
     if config.dataset.name not in train_data.STREAMING_DATASETS:
@@ -77,11 +83,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"input.mixup_alpha={mixup_alpha} needs soft labels, which method={config.method!r} "
         f"cannot use; methods with mixup: "
         f"{sorted(n for n, m in methods_lib.METHODS.items() if m.supports_soft_labels)}")
+  common.check_built_method(config)
   if config.noise.kind == "asym":
     noise.asymmetric_targets(config.dataset.name, config.noise.convention)
   if config.model.name not in models.MODELS:
     raise ValueError(
         f"model.name={config.model.name!r} is not known; allowed: {sorted(models.MODELS)}")
+  common.check_widths(config.model, "model.")
   groups = tuple(config.model.get("head_groups", ()) or ())
   if groups:
     method = method_of(config)
@@ -97,8 +105,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   common.loop_settings(config)
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1)")
-  if config.optim.learning_rate <= 0:
-    raise ValueError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
+  common.check_learning_rate(config.optim.learning_rate, "optim.learning_rate")
   l2_params = config.optim.get("l2_params", classification.Settings.l2_params)
   if l2_params not in losses.L2_PARAMS:
     raise ValueError(
@@ -208,6 +215,7 @@ def settings(config: ml_collections.ConfigDict) -> classification.Settings:
       loop=common.loop_settings(config))
 
 
+@runs.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices=None) -> dict[str, Any]:
   """Trains a classifier on noisy labels as `config` says; returns the final metrics.

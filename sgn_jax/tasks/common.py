@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
+import numpy as np
 
 from sgn_jax import noise
 from sgn_jax import runs
@@ -84,6 +87,74 @@ def method_choice_error(method: str, family: str, allowed, how_other: str = "") 
       f"{how_other}choose the method with the config argument, e.g. "
       f"--config=configs/<dataset>_<noise>.py:method={method} (it builds that method's "
       "config; --config.method=... cannot)")
+
+
+# The method a config builder filled the method's own keys for (method_args, the model's
+# head, SGN's alpha scaled to the run), kept on the ConfigDict object as an attribute, not
+# as a key: config.json, run.json and the resume checks stay as they are.
+_BUILT_FOR_METHOD = "_built_for_method"
+
+
+def record_built_method(config: ml_collections.ConfigDict, method: str) -> None:
+  """Records on `config` that its builder filled the keys of `method` (configs/common.py)."""
+  object.__setattr__(config, _BUILT_FOR_METHOD, method)
+
+
+def built_method(config: ml_collections.ConfigDict) -> str | None:
+  """The method `record_built_method` recorded on `config` (None: not recorded, e.g. a
+  config rebuilt from a dict)."""
+  return getattr(config, "__dict__", {}).get(_BUILT_FOR_METHOD)
+
+
+def check_built_method(config: ml_collections.ConfigDict) -> None:
+  """ValueError when `config.method` is not the method the config was built for
+  (`--config.method=X` renames the method but keeps the other method's constants)."""
+  built = built_method(config)
+  if built is None or config.method == built:
+    return
+  raise ValueError(
+      f"method={config.method!r}, but this config was built for method={built!r}: its "
+      f"method_args, model head and schedule constants are those of {built!r}, and "
+      "--config.method=... renames the method only. Choose the method with the config "
+      f"argument instead, e.g. --config=configs/<dataset>_<noise>.py:method={config.method} "
+      "(it builds that method's config)")
+
+
+def check_learning_rate(value, key: str) -> None:
+  """`key` (e.g. optim.learning_rate) is a finite number > 0 (NaN and inf refused)."""
+  try:
+    ok = math.isfinite(float(value)) and float(value) > 0
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(f"{key}={value} must be a finite number > 0 (e.g. --config.{key}=0.001)")
+
+
+# Network keys that are layer widths (units, channels, channel multipliers): each a
+# positive integer, or a sequence of them (one per layer).
+WIDTH_KEYS = ("hidden", "channels", "width", "features", "model_channels", "channel_mult",
+              "channel_mult_emb", "noise_channels", "emb_channels", "channels_per_head",
+              "num_channels", "hidden_size", "filters")
+
+
+def check_widths(section, prefix: str) -> None:
+  """The width keys (`WIDTH_KEYS`) of a network section (e.g. `config.model`, prefix
+  "model.") are positive integers or sequences of them; ValueError names the key."""
+  if section is None:
+    return
+  for key in WIDTH_KEYS:
+    value = section.get(key) if hasattr(section, "get") else None
+    if value is None:
+      continue
+    many = isinstance(value, (tuple, list))
+    values = tuple(value) if many else (value,)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+           for v in values):
+      continue
+    what, example = (("positive integers (one per layer)", '"(32, 64)"') if many else
+                     ("a positive integer", "32"))
+    raise ValueError(f"{prefix}{key}={value!r} must be {what}: a layer of width 0 (or less) "
+                     f"has no units; e.g. --config.{prefix}{key}={example}")
 
 
 def allowed_changes(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ from absl import logging
 from sgn_jax.training import checkpointing
 from sgn_jax.training import mesh as mesh_lib
 from sgn_jax.training import progress
+from sgn_jax.training import writers
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -166,12 +167,16 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
       keep=settings.keep_checkpoints)
   state = checkpointer.restore_or(state)
   step = first_step = int(jax.device_get(state.step))
+  from sgn_jax import runs  # pylint: disable=g-import-not-at-top  (runs builds on training)
+  previous = runs.restored(workdir, step, total_steps)  # the records, once restored
   stop_at = (min(total_steps, step + settings.stop_after_steps) if settings.stop_after_steps
              else total_steps)
   sync_each_step = mesh_lib.needs_step_sync(mesh)
   reporter = progress.ProgressReporter(total_steps, items_per_step, writer, first=step)
   pending: list[Mapping[str, Any]] = []
-  last: dict[str, float] = {}
+  # A call that runs no step (the run had finished) reports the last call's train/*.
+  last: dict[str, float] = {k[len("train/"):]: v for k, v in previous.items()
+                            if k.startswith("train/") and v is not None}
   start_time = time.time()
 
   def check_pending(clear: bool = True) -> dict[str, float]:
@@ -192,6 +197,18 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
           + " Lower the learning rate (optim.learning_rate) or check the data.")
     last = summary
     return summary
+
+  def save(step, state, wait):
+    try:
+      checkpointer.save(step, state, force=True, wait=wait)
+    except Exception as e:  # pylint: disable=broad-except
+      if not writers.is_disk_full(e):
+        raise
+      kept = checkpointer.latest_step
+      raise writers.disk_full_error(
+          os.path.join(checkpointer.directory, str(step)), e,
+          f"The last good checkpoint is step {kept} in {checkpointer.directory}."
+          if kept is not None and kept != step else "No good checkpoint had been saved.") from e
 
   try:
     while step < stop_at:
@@ -220,13 +237,18 @@ def run(state, step_fn: Callable, inputs_fn: Callable[[int], Any], *, total_step
       if checkpointer.should_save(step) or step == stop_at or preempted:
         check_pending(clear=False)
         with reporter.timed("checkpoint"):
-          checkpointer.save(step, state, force=True, wait=preempted)
+          save(step, state, wait=preempted)
       if preempted:
         logging.warning("Stopped at step %d (signal or preemption); the checkpoint is saved: "
                         "rerun with the same workdir to resume.", step)
         break
   finally:
-    checkpointer.close()
+    try:
+      checkpointer.close()  # waits for the saves in flight
+    except Exception as e:  # pylint: disable=broad-except
+      if not writers.is_disk_full(e):
+        raise
+      raise writers.disk_full_error(checkpointer.directory, e) from e
     writer.flush()
   if step < total_steps:
     logging.info("Stopped at step %d of %d; rerun with the same workdir to resume.",

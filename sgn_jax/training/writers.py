@@ -7,6 +7,8 @@ scalars and saves images as PNG files, so training runs anyway.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -16,6 +18,8 @@ import jax
 import numpy as np
 from absl import logging
 from etils import epath
+
+from sgn_jax import errors
 
 
 class LoggingWriter:
@@ -173,10 +177,61 @@ def flatten_scalars(tree: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in flatten(tree).items() if isinstance(v, (int, float, bool, str))}
 
 
+class DiskFullError(errors.UserError, OSError):
+  """A run's file could not be written: the disk (or quota) is full."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """True when `error`, or an exception it was raised from, is ENOSPC/EDQUOT."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def disk_full_error(path: str, error: BaseException, kept: str = "") -> DiskFullError:
+  """The one-line error for a write to `path` that found the disk full; `kept` says
+  what of the run is still good (e.g. the last checkpoint)."""
+  return DiskFullError(
+      errno.ENOSPC, f"the disk is full: {path} could not be written ({error}). "
+      + (kept + " " if kept else "") + "Free space (or choose a --workdir on a larger "
+      "disk and copy the run there), then rerun the same command to resume", path)
+
+
+def write_atomic(path: str, text: str | bytes) -> None:
+  """Writes `text` (str or bytes) to `path` so that readers see the old file or the
+  new one, never a part (a temporary file in the same folder, fsynced, then renamed
+  over it); DiskFullError naming the path when the disk is full. Buckets: one write."""
+  if "://" in path:
+    target = epath.Path(path)
+    target.write_bytes(text) if isinstance(text, bytes) else target.write_text(text)
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    if is_disk_full(e):
+      raise disk_full_error(path, e, f"{path} is unchanged.") from e
+    raise
+
+
 def write_metrics_json(path: str, metrics: Mapping[str, Any]) -> None:
-  """Writes flat `name -> number` metrics as JSON (process 0 only); NaN/Inf become null."""
+  """Writes flat `name -> number` metrics as JSON (process 0 only, atomically);
+  NaN/Inf become null."""
   if jax.process_index() != 0:
     return
   flat = flatten_metrics(metrics)
   clean = {k: (v if math.isfinite(v) else None) for k, v in sorted(flat.items())}
-  epath.Path(path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+  write_atomic(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
