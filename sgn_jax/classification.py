@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Any, Callable, Mapping
 
@@ -168,6 +169,23 @@ def forward(model: nn.Module, params, model_state, images, train: bool, key):
   return model.apply(variables, images, train=train, rngs=rngs), model_state
 
 
+def check_takes_train(model: nn.Module) -> None:
+  """TypeError naming the module when its `__call__` has no `train` argument (and no
+  **kwargs): the classification step calls it as `model(x, train=...)`."""
+  try:
+    params = inspect.signature(type(model).__call__).parameters
+  except (TypeError, ValueError):  # no signature to read: let the call decide
+    return
+  if "train" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                              for p in params.values()):
+    return
+  raise TypeError(
+      f"{type(model).__name__}.__call__{inspect.signature(type(model).__call__)} has no "
+      "`train` argument, but the classification step calls the model as model(x, "
+      "train=True/False): add `train: bool = False` to its __call__ (and pass it to "
+      "BatchNorm(use_running_average=not train) and Dropout(deterministic=not train))")
+
+
 def _identity(images):
   return images.astype(jnp.float32)
 
@@ -197,7 +215,12 @@ def make_train_step(model: nn.Module, method: methods_lib.Method,
       dataset's mean/std); default: cast to float32.
     mixup_alpha: > 0: mixup on the device after preprocessing (soft labels).
     mesh: the mesh the per-example tables are row-sharded on (None: plain arrays).
+
+  Raises:
+    TypeError: `model` cannot be called with `train=` (add `train: bool = False` to
+      its `__call__`; BatchNorm and dropout follow it).
   """
+  check_takes_train(model)
   if l2_params not in losses.L2_PARAMS:
     raise ValueError(f"l2_params={l2_params!r} is not known; allowed: {list(losses.L2_PARAMS)}")
   preprocess = preprocess or _identity

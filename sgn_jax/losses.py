@@ -179,13 +179,20 @@ def sgn_shift(t: jax.Array, ema_mean: jax.Array, alpha, epoch) -> jax.Array:
   Clothing1M 0.7, WebVision 0.999). ``1 − α^e`` is computed as
   ``−expm1(e·log α)``. At e = 0 the shift is 0; as α^e → 0 it becomes
   ``t − μ_EMA``. No gradient flows into ``ema_mean``.
+
+  A concrete ``alpha`` outside (0, 1] raises ValueError; a traced one (jit/vmap
+  over α) cannot raise, so the shift is NaN there instead, and a training loop
+  stops on the NaN loss (`sgn_jax.training.loop.NonFiniteLossError`).
   """
   a = ilr.concrete_float(alpha)
   if a is not None and not 0.0 < a <= 1.0:
     raise ValueError(f"alpha must be in (0, 1], got alpha={alpha!r}")
   t, ema_mean = _as_float(t), _as_float(ema_mean)
   e = jnp.asarray(epoch, t.dtype)
-  factor = -jnp.expm1(e * jnp.log(jnp.asarray(alpha, t.dtype)))
+  alpha = jnp.asarray(alpha, t.dtype)
+  factor = -jnp.expm1(e * jnp.log(alpha))
+  if a is None:  # traced: no exception possible, make a bad alpha visible as NaN
+    factor = jnp.where((alpha > 0) & (alpha <= 1), factor, jnp.nan)
   return factor * (t - jax.lax.stop_gradient(ema_mean))
 
 

@@ -315,3 +315,20 @@ def test_logged_loss_covers_every_step_despite_evaluations_and_checkpoints(tmp_p
   logged = _history(tmp_path / "window")
   np.testing.assert_allclose(logged[40], np.mean([per_step[s] for s in range(1, 41)]),
                              rtol=1e-5)
+
+
+def test_make_train_step_names_a_model_without_train_argument():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from sgn_jax import classification  # pylint: disable=g-import-not-at-top
+  from sgn_jax import methods  # pylint: disable=g-import-not-at-top
+
+  class NoTrain(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+  method = methods.get_method("ce")
+  with pytest.raises(TypeError, match=r"NoTrain.__call__\(self, x\) has no `train` argument"):
+    classification.make_train_step(NoTrain(), method, optax.sgd(0.1), num_classes=3,
+                                   steps_per_epoch=1)

@@ -273,3 +273,15 @@ def test_existing_losses_unchanged():
   np.testing.assert_allclose(losses.softmax_cross_entropy(logits, jnp.asarray([0])),
                              -jax.nn.log_softmax(logits)[:, 0], rtol=1e-6)
   np.testing.assert_allclose(losses.l2_penalty({"a": jnp.ones(3), "b": 2 * jnp.ones(2)}), 11.0)
+
+
+def test_sgn_shift_alpha_checked_when_concrete_and_nan_when_traced():
+  t = jnp.ones((2, 3))
+  ema = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match="alpha must be in"):
+    losses.sgn_shift(t, ema, 1.5, 2.0)
+  shift = jax.vmap(lambda a: losses.sgn_shift(t, ema, a, 2.0))(jnp.array([0.5, 1.5, 0.0]))
+  np.testing.assert_allclose(shift[0], (1 - 0.5**2) * np.ones((2, 3)), rtol=1e-6)
+  assert np.isnan(np.asarray(shift[1])).all() and np.isnan(np.asarray(shift[2])).all()
+  traced_ok = jax.jit(lambda a: losses.sgn_shift(t, ema, a, 2.0))(0.9)
+  np.testing.assert_allclose(traced_ok, (1 - 0.9**2) * np.ones((2, 3)), rtol=1e-6)
