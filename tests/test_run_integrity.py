@@ -48,14 +48,15 @@ import sys, time
 from sgn_jax import runs
 runs.lock_workdir(sys.argv[1])
 print("locked", flush=True)
-time.sleep(120)
+sys.stdin.read()  # holds the lock until the test kills it (no clock)
 """
 
 
 def _holder(workdir) -> subprocess.Popen:
   """Another process that holds the lock of `workdir` (until killed)."""
   proc = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], cwd=REPO,
-                          env=_env(1), stdout=subprocess.PIPE, text=True)
+                          env=_env(1), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True)
   assert proc.stdout.readline().strip() == "locked"
   return proc
 
@@ -72,7 +73,7 @@ def test_two_commands_into_one_workdir_one_is_refused_naming_the_holder(tmp_path
   first = subprocess.Popen(_main(run, "--config.num_epochs=2"), env=_env(1), cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   lock = run / runs.LOCK_FILE
-  deadline = time.time() + 240
+  deadline = time.time() + 1800  # a hang guard only: the loop ends when the lock is taken
   while time.time() < deadline and first.poll() is None:
     if lock.exists() and lock.read_text().strip():
       break
@@ -81,10 +82,10 @@ def test_two_commands_into_one_workdir_one_is_refused_naming_the_holder(tmp_path
   try:
     second = subprocess.run(_main(run, "--config.num_epochs=1", "--config.seed=5"),
                             env=_env(1), cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=1800)
   finally:
     first.send_signal(signal.SIGCONT)
-  _, stderr = first.communicate(timeout=300)
+  _, stderr = first.communicate(timeout=1800)
   assert first.returncode == 0, stderr[-3000:]
   assert second.returncode == 2, second.stderr[-3000:]
   error = [l for l in second.stderr.splitlines() if l.startswith("error:")]
@@ -237,7 +238,7 @@ def test_an_empty_workdir_is_refused(tmp_path):
   with pytest.raises(RunError, match=r"--workdir is empty \(an unset variable\?\)"):
     classify.train_and_evaluate(_tiny(), "")
   result = subprocess.run(_main("", "--config.num_epochs=1"), env=_env(1), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1800)
   assert result.returncode == 2 and "--workdir is empty" in result.stderr
   assert os.listdir(tmp_path) == []  # nothing written into the current folder
 
